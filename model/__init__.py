@@ -1,0 +1,17 @@
+"""samstream's SAM 2 / 2.1: our own PyTorch implementation, loading the official checkpoints unchanged."""
+
+from .checkpoint import load_model, read_state_dict, suggest_preset
+from .config import PRESETS, HieraConfig, ModelConfig, get_config
+from .errors import (CheckpointError, FrameError, PromptError, SamstreamError, StateError,
+                     UnknownPresetError)
+from .memory_bank import MemoryPolicy
+from .prompts import Prompt
+from .sam2 import SAM2Model
+from .state import TrackerState
+from .tracker import FrameResult, ObjectResult, StreamingTracker
+
+__all__ = [
+    "CheckpointError", "FrameError", "FrameResult", "HieraConfig", "MemoryPolicy", "ModelConfig", "ObjectResult",
+    "PRESETS", "Prompt", "PromptError", "SAM2Model", "SamstreamError", "StateError", "StreamingTracker",
+    "TrackerState", "UnknownPresetError", "get_config", "load_model", "read_state_dict", "suggest_preset",
+]

@@ -30,3 +30,31 @@ def build_reference(preset: str, image_size: int = 256, seed: int = 0):
 @pytest.fixture(scope="session")
 def reference_tiny():
     return build_reference("sam2.1-tiny", image_size=256)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3 endpoint on loopback (moto's server), with credentials in the environment for s3fs."""
+    import os
+
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        yield env["AWS_ENDPOINT_URL"]
+    finally:
+        server.stop()
+        s3fs.S3FileSystem.clear_instance_cache()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -1,0 +1,31 @@
+# One virtual environment per checkout; `make test` and `make demo` create it on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test demo bench clean
+
+setup: $(STAMP)
+
+# torch is pinned to the CPU build this machine kind serves; the reference `sam2` goes in without its
+# declared dependencies (they would replace torch) and without its CUDA extension.
+$(STAMP): pyproject.toml Makefile
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	SAM2_BUILD_CUDA=0 $(BIN)/pip install -q --no-deps --no-build-isolation sam2==1.1.0
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+demo: $(STAMP)
+	$(BIN)/python -m jobs.demo
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.cpu_parity_speed
+
+clean:
+	rm -rf $(VENV) out

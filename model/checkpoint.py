@@ -1,0 +1,80 @@
+"""Build a model from a preset and load official SAM 2 / 2.1 checkpoints (or ours) from any fsspec URL.
+
+Only weights are read: `torch.load(weights_only=True)` or safetensors, never arbitrary pickles.
+"""
+
+import io
+import re
+
+import fsspec
+import torch
+from safetensors.torch import load as load_safetensors
+
+from .config import PRESETS, get_config
+from .errors import CheckpointError
+from .sam2 import SAM2Model
+
+
+def load_model(preset: str, checkpoint: str | None = None, image_size: int | None = None,
+               device: str | torch.device = "cpu", storage_options: dict | None = None) -> SAM2Model:
+    """The preset's model in eval mode; random weights (torch's generator) when `checkpoint` is None."""
+    model = SAM2Model(get_config(preset, image_size))
+    if checkpoint is not None:
+        state_dict = read_state_dict(checkpoint, storage_options)
+        check_state_dict(model, state_dict, checkpoint)
+        model.load_state_dict(state_dict, strict=True)
+    return model.to(device).eval()
+
+
+def read_state_dict(url: str, storage_options: dict | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint: an official .pt (its "model" entry), a bare state dict, or safetensors."""
+    try:
+        with fsspec.open(url, "rb", **(storage_options or {})) as f:
+            data = f.read()
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read checkpoint {url}: {e}", url) from e
+    try:
+        if data[8:9] == b"{":  # safetensors: 8-byte header length, then a JSON header
+            return load_safetensors(data)
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # an unpickler refusal or a corrupt file: either way not loadable
+        raise CheckpointError(f"checkpoint {url} is not a weights-only torch file or safetensors: {e}", url) from e
+    state_dict = obj.get("model", obj) if isinstance(obj, dict) else None
+    if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
+        raise CheckpointError(f"checkpoint {url} holds no state dict of tensors (top level: "
+                              f"{type(obj).__name__})", url)
+    return state_dict
+
+
+def check_state_dict(model: SAM2Model, state_dict: dict[str, torch.Tensor], url: str) -> None:
+    """Fail with the missing, unexpected and mismatched names, and the preset the shapes suggest."""
+    ours = model.state_dict()
+    missing = sorted(set(ours) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(ours))
+    mismatched = sorted(f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+                        for k, v in ours.items() if k in state_dict and state_dict[k].shape != v.shape)
+    if not (missing or unexpected or mismatched):
+        return
+    guess = suggest_preset(state_dict)
+    parts = [f"checkpoint {url} does not fit preset {model.cfg.name!r}"]
+    if guess and guess != model.cfg.name:
+        parts.append(f"its shapes suggest preset {guess!r}")
+    for title, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+        if names:
+            shown = ", ".join(names[:20]) + (f" ... ({len(names)} in all)" if len(names) > 20 else "")
+            parts.append(f"{title}: {shown}")
+    raise CheckpointError("; ".join(parts), url, missing, unexpected, mismatched)
+
+
+def suggest_preset(state_dict: dict[str, torch.Tensor]) -> str | None:
+    """The preset whose trunk width, depth and SAM 2.1 extras match the checkpoint's, if any."""
+    embed = state_dict.get("image_encoder.trunk.patch_embed.proj.weight")
+    if embed is None:
+        return None
+    blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"image_encoder\.trunk\.blocks\.(\d+)\.", k))}
+    is21 = "no_obj_embed_spatial" in state_dict
+    for name, cfg in PRESETS.items():
+        if (cfg.trunk.embed_dim == embed.shape[0] and sum(cfg.trunk.stages) == len(blocks)
+                and cfg.sam21 == is21 and name != "synthetic-tiny"):
+            return name
+    return "synthetic-tiny" if embed.shape[0] == PRESETS["synthetic-tiny"].trunk.embed_dim else None

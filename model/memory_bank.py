@@ -1,0 +1,113 @@
+"""The memory bank: what each object keeps from past frames, bounded by a MemoryPolicy.
+
+Per object, preallocated once with static shapes:
+  - conditioning slots (prompted frames): spatial memory + object pointer, a ring of `max_cond`;
+  - recent slots (tracked frames): spatial memory in a ring of `num_recent`, keyed by frame index;
+  - pointer slots: object pointers of the last `max_obj_ptrs - 1` tracked frames, keyed by frame index.
+Frame indices are host metadata (python ints), so deciding which slots are live never syncs the device.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class MemoryPolicy:
+    num_recent: int = 6  # N most recent tracked frames kept as spatial memory (the reference: 6), 1..32
+    max_cond: int = 16  # prompted frames kept; the oldest is dropped beyond this (the reference: unbounded)
+    decay: float = 0.0  # lambda: attention logits of a recent memory of age dt frames get -lambda*dt
+
+    def __post_init__(self):
+        if not 1 <= self.num_recent <= 32:
+            raise ValueError(f"num_recent must be in 1..32, got {self.num_recent}")
+        if self.max_cond < 1:
+            raise ValueError(f"max_cond must be >= 1, got {self.max_cond}")
+        if not self.decay >= 0.0:
+            raise ValueError(f"decay must be >= 0, got {self.decay}")
+
+
+@dataclass
+class ObjectMemory:
+    """One object's bank. Tensors are allocated once; `*_frames` say which slots hold which frame (-1: empty)."""
+
+    object_id: int
+    first_frame: int  # frame the object joined at
+    cond_feats: torch.Tensor  # (max_cond, Cm, h, w) bf16, spatial memories of prompted frames
+    cond_ptrs: torch.Tensor  # (max_cond, C) object pointers of prompted frames
+    cond_frames: list[int]  # (max_cond,) frame index per slot
+    recent_feats: torch.Tensor  # (num_recent, Cm, h, w) bf16, ring indexed by frame % num_recent
+    recent_frames: list[int]  # (num_recent,)
+    ptrs: torch.Tensor  # (num_ptrs, C) ring indexed by frame % num_ptrs
+    ptr_frames: list[int]  # (num_ptrs,)
+    num_cond_stored: int = 0  # prompted frames ever stored (the next cond slot is this % max_cond)
+
+    @classmethod
+    def allocate(cls, object_id: int, first_frame: int, policy: MemoryPolicy, num_ptrs: int,
+                 mem_shape: tuple[int, int, int], ptr_dim: int, device: torch.device) -> "ObjectMemory":
+        return cls(
+            object_id, first_frame,
+            torch.zeros(policy.max_cond, *mem_shape, dtype=torch.bfloat16, device=device),
+            torch.zeros(policy.max_cond, ptr_dim, device=device), [-1] * policy.max_cond,
+            torch.zeros(policy.num_recent, *mem_shape, dtype=torch.bfloat16, device=device),
+            [-1] * policy.num_recent,
+            torch.zeros(num_ptrs, ptr_dim, device=device), [-1] * num_ptrs,
+        )
+
+    def store_cond(self, frame: int, feats: torch.Tensor, ptr: torch.Tensor) -> None:
+        slot = self.num_cond_stored % len(self.cond_frames)
+        self.cond_feats[slot] = feats
+        self.cond_ptrs[slot] = ptr
+        self.cond_frames[slot] = frame
+        self.num_cond_stored += 1
+
+    def store_recent(self, frame: int, feats: torch.Tensor, ptr: torch.Tensor) -> None:
+        slot = frame % len(self.recent_frames)
+        self.recent_feats[slot] = feats
+        self.recent_frames[slot] = frame
+        slot = frame % len(self.ptr_frames)
+        self.ptrs[slot] = ptr
+        self.ptr_frames[slot] = frame
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"cond_feats": self.cond_feats, "cond_ptrs": self.cond_ptrs,
+                "recent_feats": self.recent_feats, "ptrs": self.ptrs}
+
+
+@dataclass(frozen=True)
+class MemoryView:
+    """Which slots one object attends to at one frame (host metadata only)."""
+
+    cond_slots: list[int]  # conditioning slots, all at temporal slot num_maskmem - 1
+    cond_ages: list[int]  # frames since each conditioning frame
+    recent_slots: list[int]  # recent ring slots
+    recent_ages: list[int]  # 1..num_recent
+    ptr_cond_slots: list[int]  # conditioning pointers in the past
+    ptr_recent_slots: list[int]  # pointer ring slots
+    ptr_recent_ages: list[int]
+
+    @property
+    def num_spatial(self) -> int:
+        return len(self.cond_slots) + len(self.recent_slots)
+
+    @property
+    def num_ptrs(self) -> int:
+        return len(self.ptr_cond_slots) + len(self.ptr_recent_slots)
+
+
+def select_memories(mem: ObjectMemory, frame: int) -> MemoryView:
+    """The reference's choice: every kept prompted frame, tracked frames t-1..t-N and pointers t-1..t-P."""
+    cond = [s for s, f in enumerate(mem.cond_frames) if 0 <= f]
+    # Slots in storage order keep the attention sums in the same order on every run.
+    cond.sort(key=lambda s: mem.cond_frames[s])
+    n_recent, n_ptr = len(mem.recent_frames), len(mem.ptr_frames)
+    recent = [(frame - d) % n_recent for d in range(1, n_recent + 1)]
+    recent_ok = [(s, d) for s, d in zip(recent, range(1, n_recent + 1)) if mem.recent_frames[s] == frame - d]
+    ptr = [((frame - d) % n_ptr, d) for d in range(1, n_ptr + 1)]
+    ptr_ok = [(s, d) for s, d in ptr if mem.ptr_frames[s] == frame - d]
+    past_cond = [s for s in cond if mem.cond_frames[s] <= frame]
+    return MemoryView(
+        cond, [frame - mem.cond_frames[s] for s in cond],
+        [s for s, _ in recent_ok], [d for _, d in recent_ok],
+        past_cond, [s for s, _ in ptr_ok], [d for _, d in ptr_ok],
+    )

@@ -1,0 +1,60 @@
+"""Gather the memories N objects attend to at their current frame into one padded batch.
+
+Layout per object (the memory attention's contract): [S frames x hw spatial tokens][P pointers x k tokens],
+padded to the batch's largest S and P; padding gets an attention bias of -inf, and with a decay policy the
+tokens of a recent memory of age dt get -decay * dt.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from .memory_bank import ObjectMemory, select_memories
+
+
+@dataclass
+class MemoryBatch:
+    memory: torch.Tensor  # (N, S*hw + P*k, Cm)
+    memory_pos: torch.Tensor  # (N, S*hw + P*k, Cm)
+    num_ptr_tokens: int  # P*k, the tail that gets no rotary encoding
+    bias: torch.Tensor | None  # (N, S*hw + P*k) additive attention bias; None when all zero
+
+
+def build_memory_batch(model, banks: list[ObjectMemory], frames: list[int], decay: float,
+                       dtype: torch.dtype) -> MemoryBatch:
+    cfg = model.cfg
+    views = [select_memories(b, f) for b, f in zip(banks, frames)]
+    N, S, P = len(banks), max(v.num_spatial for v in views), max(v.num_ptrs for v in views)
+    Cm, C = cfg.mem_dim, cfg.d_model
+    k = C // Cm  # a pointer of width C is split into k memory tokens of width Cm
+    device = banks[0].ptrs.device
+    spatial_pos = model.memory_pos(device)  # (hw, Cm)
+    hw = spatial_pos.shape[0]
+    spatial = torch.zeros(N, S, hw, Cm, dtype=dtype, device=device)
+    spatial_tpos = torch.zeros(N, S, dtype=torch.long, device=device)
+    ptrs = torch.zeros(N, P, C, dtype=dtype, device=device)
+    ptr_offsets = torch.zeros(N, P, device=device)
+    bias_s = torch.full((N, S), float("-inf"), device=device)
+    bias_p = torch.full((N, P), float("-inf"), device=device)
+    last_slot = cfg.num_maskmem - 1  # temporal slot of prompted frames; recent ones use 0..num_maskmem-2
+    for i, (bank, view) in enumerate(zip(banks, views)):
+        feats = torch.cat([bank.cond_feats[view.cond_slots], bank.recent_feats[view.recent_slots]])  # (s, Cm, h, w)
+        s = feats.shape[0]
+        spatial[i, :s] = feats.flatten(2).transpose(1, 2).to(dtype)  # (s, hw, Cm)
+        tpos = [last_slot] * len(view.cond_slots) + [min(d, last_slot) - 1 for d in view.recent_ages]
+        spatial_tpos[i, :s] = torch.tensor(tpos)
+        bias_s[i, :s] = torch.tensor([0.0] * len(view.cond_slots) + [-decay * d for d in view.recent_ages])
+        p_cond, p_recent = view.ptr_cond_slots, view.ptr_recent_slots
+        p = len(p_cond) + len(p_recent)
+        ptrs[i, :p] = torch.cat([bank.cond_ptrs[p_cond], bank.ptrs[p_recent]]).to(dtype)
+        offsets = [frames[i] - bank.cond_frames[c] for c in p_cond] + list(view.ptr_recent_ages)
+        ptr_offsets[i, :p] = torch.tensor(offsets, dtype=torch.float32)
+        bias_p[i, :p] = torch.tensor([0.0] * len(p_cond) + [-decay * d for d in view.ptr_recent_ages])
+    tpos_enc = model.maskmem_tpos_enc.view(cfg.num_maskmem, Cm)[spatial_tpos]  # (N, S, Cm)
+    pos_s = spatial_pos[None, None] + tpos_enc[:, :, None, :]  # (N, S, hw, Cm)
+    pos_p = model.pointer_pos(ptr_offsets.flatten()).view(N, P, Cm)  # (N, P, Cm)
+    memory = torch.cat([spatial.flatten(1, 2), ptrs.view(N, P * k, Cm)], dim=1)  # (N, S*hw + P*k, Cm)
+    memory_pos = torch.cat([pos_s.flatten(1, 2), pos_p.repeat_interleave(k, dim=1)], dim=1).to(dtype)
+    bias = torch.cat([bias_s.repeat_interleave(hw, dim=1), bias_p.repeat_interleave(k, dim=1)], dim=1)
+    needs_bias = decay > 0 or any(v.num_spatial < S or v.num_ptrs < P for v in views)
+    return MemoryBatch(memory, memory_pos, P * k, bias if needs_bias else None)

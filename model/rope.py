@@ -1,0 +1,38 @@
+"""2-D axial rotary position encoding (RoPE) for tokens of a feature grid, as the memory attention uses it.
+
+The token at grid cell (y, x) has its channel pairs (2i, 2i+1) rotated: the first half of the pairs by
+angle x * f_i, the second half by y * f_i, with f_i = theta ** (-4i / dim). After rotating queries and
+keys alike, their dot products depend only on relative positions.
+
+Written with real cos/sin tables rather than complex numbers: the same arithmetic, but friendlier to
+torch.compile and to bf16 autocast.
+"""
+
+import torch
+
+
+def axial_rope_angles(width: int, height: int, dim: int, theta: float = 10000.0,
+                      device: torch.device | None = None) -> torch.Tensor:
+    """Rotation angles of a (height, width) grid in row-major token order -> (height * width, dim // 2)."""
+    assert dim % 4 == 0, "axial RoPE splits the channel pairs evenly between x and y"
+    freqs = 1.0 / theta ** (torch.arange(0, dim, 4, dtype=torch.float32, device=device) / dim)  # (dim/4,)
+    xs = torch.arange(width, dtype=torch.float32, device=device).repeat(height)  # (HW,) column of each token
+    ys = torch.arange(height, dtype=torch.float32, device=device).repeat_interleave(width)  # (HW,) row
+    return torch.cat([torch.outer(xs, freqs), torch.outer(ys, freqs)], dim=-1)  # (HW, dim/2)
+
+
+def axial_rope_tables(width: int, height: int, dim: int, theta: float = 10000.0,
+                      device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of `axial_rope_angles`, each (height * width, dim // 2), float32."""
+    angles = axial_rope_angles(width, height, dim, theta, device)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the channel pairs of x (..., N, D) by the tables cos, sin (N, D/2); same shape and dtype out.
+
+    Computed in float32 whatever x's dtype: bf16 angles would be too coarse for the far grid cells.
+    """
+    x0, x1 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (..., N, D/2) each: even and odd channels
+    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)  # (..., N, D/2, 2)
+    return out.flatten(-2).to(x.dtype)  # (..., N, D)

@@ -1,0 +1,223 @@
+"""StreamingTracker: one frame per stream at a time, prompts arriving with their frame, bounded memory.
+
+Per step, for B streams: the image encoder runs once on the B frames; every object of every stream is
+then decoded in a few batched groups (tracked from memory, prompted, corrected), its new memory encoded
+in one batch, and stored in its bank.
+"""
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .errors import PromptError, StateError
+from .memory_bank import MemoryPolicy, ObjectMemory
+from .memory_batch import build_memory_batch
+from .postprocess import fill_holes
+from .prompts import ModelPrompt, Prompt, check_frame, to_model_prompt
+from .sam2 import Decoded, FrameFeatures, SAM2Model
+from .state import TrackerState
+
+TRACK, PROMPT, CORRECT = "track", "prompt", "correct"
+
+
+@dataclass
+class ObjectResult:
+    mask: torch.Tensor  # (H, W) bool at the frame's native size
+    logits: torch.Tensor  # (H, W) float32 mask logits at native size
+    iou: torch.Tensor  # () predicted IoU
+    object_score: torch.Tensor  # () probability that the object is present
+    is_prompt: bool  # the frame carried a prompt for this object
+
+
+@dataclass
+class FrameResult:
+    """All objects of one stream on one frame; tensors stay on the model's device."""
+
+    frame_index: int
+    object_ids: list[int]
+    masks: torch.Tensor  # (O, H, W) bool
+    logits: torch.Tensor  # (O, H, W) float32
+    ious: torch.Tensor  # (O,)
+    object_scores: torch.Tensor  # (O,) probabilities
+    is_prompt: list[bool]
+
+    def __getitem__(self, object_id: int) -> ObjectResult:
+        i = self.object_ids.index(object_id)
+        return ObjectResult(self.masks[i], self.logits[i], self.ious[i], self.object_scores[i], self.is_prompt[i])
+
+
+@dataclass
+class _Task:
+    """One object's work on this frame."""
+
+    stream: int  # index into this step's streams
+    object_id: int
+    kind: str  # TRACK, PROMPT or CORRECT
+    prompt: ModelPrompt | None
+
+
+class StreamingTracker:
+    def __init__(self, model: SAM2Model, policy: MemoryPolicy | None = None, fill_hole_area: int | None = None):
+        self.model = model.eval()
+        self.cfg = model.cfg
+        self.policy = policy or MemoryPolicy()
+        self.fill_hole_area = self.cfg.fill_hole_area if fill_hole_area is None else fill_hole_area
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.pixel_mean.device
+
+    def new_stream(self, height: int, width: int) -> TrackerState:
+        if height <= 0 or width <= 0:
+            raise ValueError(f"frame size must be positive, got {height}x{width}")
+        return TrackerState(int(height), int(width), self.cfg.name, self.policy)
+
+    def remove_object(self, state: TrackerState, object_id: int) -> None:
+        if object_id not in state.objects:
+            raise StateError(f"object {object_id} is not tracked in this stream (objects: {state.object_ids})")
+        del state.objects[object_id]
+
+    def step(self, state: TrackerState, frame, prompts: Sequence[Prompt] = ()) -> FrameResult:
+        return self.step_batch([state], [frame], [prompts])[0]
+
+    @torch.inference_mode()
+    def step_batch(self, states: Sequence[TrackerState], frames: Sequence,
+                   prompts_per_stream: Sequence[Sequence[Prompt]]) -> list[FrameResult]:
+        if not len(states) == len(frames) == len(prompts_per_stream):
+            raise ValueError(f"{len(states)} states, {len(frames)} frames, {len(prompts_per_stream)} prompt lists")
+        # Validate everything before touching any state: a bad input leaves every stream as it was.
+        frames = [check_frame(f, s.height, s.width) for s, f in zip(states, frames)]
+        tasks = [t for i, (s, p) in enumerate(zip(states, prompts_per_stream)) for t in self._plan(i, s, p)]
+        active = sorted({t.stream for t in tasks})
+        if active:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                images = torch.stack([self.model.preprocess(frames[i]) for i in active])  # (B, 3, S, S)
+                feats = self.model.encode_frames(images)
+                rows = torch.tensor([active.index(t.stream) for t in tasks], device=self.device)
+                decoded = self._decode(feats.select(rows), states, tasks)
+                low_res = fill_holes(decoded.low_res, self.fill_hole_area)
+                self._remember(feats.feat[rows], states, tasks, decoded, low_res)
+        results = [self._result(i, s, tasks, low_res if active else None, decoded if active else None)
+                   for i, s in enumerate(states)]
+        for s in states:
+            s.frame_index += 1
+        return results
+
+    # ---- planning ---------------------------------------------------------------------------------
+    def _plan(self, stream: int, state: TrackerState, prompts: Sequence[Prompt]) -> list[_Task]:
+        by_object: dict[int, ModelPrompt] = {}
+        for p in prompts:
+            if not isinstance(p, Prompt):
+                raise PromptError(f"prompts must be Prompt objects, got {type(p).__name__}", None, p)
+            mp = to_model_prompt(p, state.height, state.width, self.cfg.image_size, self.device)
+            if mp.object_id in by_object:
+                raise PromptError(f"object {mp.object_id} has two prompts on frame {state.frame_index}",
+                                  mp.object_id, mp.object_id)
+            if mp.correction and mp.object_id not in state.objects:
+                raise PromptError(f"object {mp.object_id}: a correction needs a tracked object "
+                                  f"(tracked: {state.object_ids})", mp.object_id, mp.object_id)
+            by_object[mp.object_id] = mp
+        tasks = []
+        for oid in state.objects:
+            p = by_object.pop(oid, None)
+            kind = TRACK if p is None else (CORRECT if p.correction else PROMPT)
+            tasks.append(_Task(stream, oid, kind, p))
+        tasks += [_Task(stream, oid, PROMPT, p) for oid, p in by_object.items()]  # objects joining now
+        return tasks
+
+    # ---- decoding ---------------------------------------------------------------------------------
+    def _decode(self, feats: FrameFeatures, states: Sequence[TrackerState], tasks: list[_Task]) -> Decoded:
+        """Decode every task's object; returns one Decoded with rows in task order."""
+        out: list[Decoded | None] = [None] * len(tasks)
+        tracked = [i for i, t in enumerate(tasks) if t.kind == TRACK or (t.kind == CORRECT and t.prompt.mask is None)]
+        if tracked:
+            fused = self._fuse(feats, states, tasks, tracked)
+            first = self.model.decode(fused, [x[tracked] for x in feats.high_res], None, None, None, True)
+            for j, i in enumerate(tracked):
+                out[i] = _row(first, j)
+            corrections = [(j, i) for j, i in enumerate(tracked) if tasks[i].kind == CORRECT]
+            for group in _by_points(corrections, lambda ji: tasks[ji[1]].prompt):
+                js = [j for j, _ in group]
+                prev = fill_holes(first.low_res[js], self.fill_hole_area).clamp(-32.0, 32.0)
+                self._decode_points(fused[js], [x[[tracked[j] for j in js]] for x in feats.high_res],
+                                    [tasks[i].prompt for _, i in group], prev, [i for _, i in group], out)
+        prompted = [i for i, t in enumerate(tasks) if t.kind == PROMPT and t.prompt.mask is None]
+        for group in _by_points(prompted, lambda i: tasks[i].prompt):
+            self._decode_points(self.model.without_memory(feats.feat[group]), [x[group] for x in feats.high_res],
+                                [tasks[i].prompt for i in group], None, group, out)
+        masked = [i for i, t in enumerate(tasks) if t.kind != TRACK and t.prompt.mask is not None]
+        if masked:
+            mask = torch.stack([tasks[i].prompt.mask for i in masked])  # (N, 1, S, S)
+            res = self.model.decode_mask_prompt(feats.feat[masked], [x[masked] for x in feats.high_res], mask)
+            for j, i in enumerate(masked):
+                out[i] = _row(res, j)
+        return _cat(out)
+
+    def _decode_points(self, feat, high_res, prompts: list[ModelPrompt], prev_logits, rows: list[int], out):
+        points = torch.stack([p.points for p in prompts])  # (N, P, 2)
+        labels = torch.stack([p.labels for p in prompts])  # (N, P)
+        multimask = points.shape[1] <= self.cfg.multimask_max_pt_num
+        res = self.model.decode(feat, high_res, points, labels, prev_logits, multimask)
+        for j, i in enumerate(rows):
+            out[i] = _row(res, j)
+
+    def _fuse(self, feats: FrameFeatures, states, tasks, rows: list[int]) -> torch.Tensor:
+        """Memory attention for the objects at `rows`, batched with padding."""
+        banks = [states[tasks[i].stream].objects[tasks[i].object_id] for i in rows]
+        frames = [states[tasks[i].stream].frame_index for i in rows]
+        batch = build_memory_batch(self.model, banks, frames, self.policy.decay, feats.feat.dtype)
+        return self.model.fuse_with_memory(feats.feat[rows], feats.pos[rows], batch.memory, batch.memory_pos,
+                                           batch.num_ptr_tokens, batch.bias)
+
+    # ---- memory -----------------------------------------------------------------------------------
+    def _remember(self, raw_feat: torch.Tensor, states, tasks: list[_Task], decoded: Decoded,
+                  low_res: torch.Tensor) -> None:
+        """Encode this frame's memory for every object and store it in its bank."""
+        prompted = torch.tensor([t.kind != TRACK for t in tasks], device=self.device)
+        # Prompted frames are remembered as the user saw them: the (hole-filled) output, binarised.
+        mask_in = torch.where(prompted[:, None, None, None], self.model.upsample(low_res), decoded.high_res)
+        mems = self.model.encode_memory(raw_feat, mask_in, decoded.object_score_logits, prompted)
+        mems = mems.to(torch.bfloat16)  # memories are kept in bf16, as the reference keeps them
+        for j, t in enumerate(tasks):
+            state = states[t.stream]
+            if t.object_id not in state.objects:
+                state.objects[t.object_id] = ObjectMemory.allocate(
+                    t.object_id, state.frame_index, self.policy, self.cfg.max_obj_ptrs - 1,
+                    tuple(mems.shape[1:]), decoded.obj_ptr.shape[1], self.device)
+            bank = state.objects[t.object_id]
+            if t.kind == PROMPT:
+                bank.store_cond(state.frame_index, mems[j], decoded.obj_ptr[j])
+            else:
+                bank.store_recent(state.frame_index, mems[j], decoded.obj_ptr[j])
+
+    def _result(self, stream: int, state: TrackerState, tasks: list[_Task], low_res, decoded) -> FrameResult:
+        rows = [j for j, t in enumerate(tasks) if t.stream == stream]
+        H, W = state.height, state.width
+        if not rows:
+            empty = torch.zeros(0, device=self.device)
+            return FrameResult(state.frame_index, [], torch.zeros(0, H, W, dtype=torch.bool, device=self.device),
+                               torch.zeros(0, H, W, device=self.device), empty, empty, [])
+        logits = torch.nn.functional.interpolate(low_res[rows], size=(H, W), mode="bilinear",
+                                                 align_corners=False)[:, 0]  # (O, H, W)
+        return FrameResult(state.frame_index, [tasks[j].object_id for j in rows], logits > 0, logits,
+                           decoded.iou[rows], torch.sigmoid(decoded.object_score_logits[rows, 0]),
+                           [tasks[j].kind != TRACK for j in rows])
+
+
+def _row(d: Decoded, j: int) -> Decoded:
+    return Decoded(d.low_res[j:j + 1], d.high_res[j:j + 1], d.iou[j:j + 1], d.obj_ptr[j:j + 1],
+                   d.object_score_logits[j:j + 1])
+
+
+def _cat(rows: list[Decoded]) -> Decoded:
+    return Decoded(*(torch.cat([getattr(r, f) for r in rows]) for f in ("low_res", "high_res", "iou", "obj_ptr",
+                                                                        "object_score_logits")))
+
+
+def _by_points(items: list, prompt_of) -> list[list]:
+    """Group items by prompt point count: the decoder batches prompts of equal length only."""
+    groups: dict[int, list] = {}
+    for item in items:
+        groups.setdefault(prompt_of(item).num_points, []).append(item)
+    return list(groups.values())

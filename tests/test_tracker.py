@@ -1,0 +1,133 @@
+"""The streaming tracker: bounded memory, snapshots, batching across streams, policies, input errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from model import (FrameError, MemoryPolicy, Prompt, PromptError, StateError, StreamingTracker, TrackerState,
+                   load_model)
+from tests.videos import moving_shapes, shape_masks
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return load_model("synthetic-tiny")
+
+
+def prompts_for(height: int, width: int) -> list[Prompt]:
+    m = shape_masks(height, width, 0)
+    ys, xs = np.nonzero(m["square"])
+    return [Prompt(1, points=[[0.3 * width, 0.35 * height]], labels=[1]),
+            Prompt(2, box=[xs.min(), ys.min(), xs.max(), ys.max()])]
+
+
+def test_memory_is_bounded_and_snapshots_resume_bit_identically(tiny_model):
+    tracker = StreamingTracker(tiny_model)
+    frames = moving_shapes(300, 96, 128, seed=2)
+    state = tracker.new_stream(96, 128)
+    masks, sizes, snapshot = [], {}, None
+    for t, frame in enumerate(frames):
+        if t == 150:
+            snapshot = state.to_bytes()
+        result = tracker.step(state, frame, prompts_for(96, 128) if t == 0 else ())
+        masks.append(result.masks.clone())
+        sizes[t] = state.nbytes
+    assert sizes[50] == sizes[299] > 0
+    resumed = TrackerState.from_bytes(snapshot)
+    assert resumed.frame_index == 150 and resumed.object_ids == [1, 2]
+    fresh = StreamingTracker(tiny_model)  # a new tracker, as on another process
+    for t in range(150, 300):
+        result = fresh.step(resumed, frames[t])
+        assert torch.equal(result.masks, masks[t]), f"frame {t} differs after resuming from the snapshot"
+
+
+def test_step_batch_equals_separate_steps(tiny_model):
+    tracker = StreamingTracker(tiny_model)
+    sizes = [(96, 128), (128, 96), (80, 80)]
+    videos = [moving_shapes(12, h, w, seed=s) for s, (h, w) in enumerate(sizes)]
+    # Objects join at different frames so the batch mixes banks of different fill (padding).
+    schedule = [{0: prompts_for(*sizes[0])}, {3: prompts_for(*sizes[1])[:1], 6: prompts_for(*sizes[1])[1:]},
+                {0: prompts_for(*sizes[2])[1:], 9: [Prompt(7, points=[[40, 40], [10, 10]], labels=[1, 0])]}]
+    batched = [tracker.new_stream(h, w) for h, w in sizes]
+    single = [tracker.new_stream(h, w) for h, w in sizes]
+    for t in range(12):
+        prompts = [s.get(t, ()) for s in schedule]
+        together = tracker.step_batch(batched, [v[t] for v in videos], prompts)
+        for i in range(3):
+            alone = tracker.step(single[i], videos[i][t], prompts[i])
+            assert together[i].object_ids == alone.object_ids
+            assert torch.equal(together[i].masks, alone.masks), f"stream {i} frame {t}"
+            torch.testing.assert_close(together[i].logits, alone.logits, atol=1e-3, rtol=0)
+
+
+def test_memory_policies(tiny_model):
+    frames = moving_shapes(20, 96, 128, seed=3)
+
+    def run(policy):
+        tracker = StreamingTracker(tiny_model, policy)
+        state = tracker.new_stream(96, 128)
+        logits = [tracker.step(state, f, prompts_for(96, 128) if t == 0 else ()).logits for t, f in enumerate(frames)]
+        return torch.stack(logits), state
+
+    default, state6 = run(MemoryPolicy())
+    same, _ = run(MemoryPolicy(num_recent=6, decay=0.0))
+    torch.testing.assert_close(default, same, rtol=0, atol=0)
+    decayed, _ = run(MemoryPolicy(decay=2.0))
+    assert not torch.allclose(default[8:], decayed[8:]), "decay must change attention to older memories"
+    one, state1 = run(MemoryPolicy(num_recent=1))
+    many, state32 = run(MemoryPolicy(num_recent=32))
+    assert state1.nbytes < state6.nbytes < state32.nbytes
+    assert not torch.allclose(one[8:], default[8:])
+    for bad in (dict(num_recent=0), dict(num_recent=33), dict(max_cond=0), dict(decay=-1.0)):
+        with pytest.raises(ValueError, match=str(list(bad.values())[0])):
+            MemoryPolicy(**bad)
+
+
+def test_objects_join_and_leave(tiny_model):
+    tracker = StreamingTracker(tiny_model)
+    frames = moving_shapes(6, 64, 64, seed=4)
+    state = tracker.new_stream(64, 64)
+    assert tracker.step(state, frames[0]).object_ids == []
+    assert tracker.step(state, frames[1], [Prompt(5, points=[[20, 20]], labels=[1])]).object_ids == [5]
+    assert tracker.step(state, frames[2], [Prompt(9, box=[30, 30, 60, 60])]).object_ids == [5, 9]
+    tracker.remove_object(state, 5)
+    result = tracker.step(state, frames[3])
+    assert result.object_ids == [9] and result[9].mask.shape == (64, 64) and not result[9].is_prompt
+    with pytest.raises(StateError, match="object 5"):
+        tracker.remove_object(state, 5)
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    (dict(points=[[10, 10], [500, 20]], labels=[1, 1]), PromptError, r"point \[500.0, 20.0\] is outside the frame \(width 128, height 96\)"),
+    (dict(points=[[10, 10], [20, 20]], labels=[1]), PromptError, r"2 points but labels of shape \(1,\)"),
+    (dict(box=[50, 10, 20, 40]), PromptError, r"box \[50.0, 10.0, 20.0, 40.0\] has x1 < x0"),
+    (dict(mask=np.zeros((10, 10), bool)), PromptError, r"mask of shape \(10, 10\) does not match the frame's \(96, 128\)"),
+    (dict(points=[[10, 10]], labels=[3]), PromptError, r"labels must be 0 or 1, got \[3\]"),
+    (dict(), PromptError, "no points, box or mask"),
+])
+def test_bad_prompts_fail_and_lose_nothing(tiny_model, bad, error, message):
+    tracker = StreamingTracker(tiny_model)
+    frames = moving_shapes(3, 96, 128, seed=5)
+    state = tracker.new_stream(96, 128)
+    tracker.step(state, frames[0], prompts_for(96, 128))
+    before = state.to_bytes()
+    with pytest.raises(error, match=message) as err:
+        tracker.step(state, frames[1], [Prompt(1, **bad)])
+    assert err.value.object_id == 1
+    assert state.to_bytes() == before and state.frame_index == 1  # nothing changed, the stream goes on
+    assert tracker.step(state, frames[1]).object_ids == [1, 2]
+
+
+def test_bad_frames_and_states(tiny_model):
+    tracker = StreamingTracker(tiny_model)
+    state = tracker.new_stream(96, 128)
+    with pytest.raises(FrameError, match=r"shape \(96, 128, 3\), got \(128, 96, 3\)"):
+        tracker.step(state, np.zeros((128, 96, 3), np.uint8))
+    with pytest.raises(FrameError, match="uint8 RGB, got dtype torch.float32"):
+        tracker.step(state, np.zeros((96, 128, 3), np.float32))
+    with pytest.raises(StateError, match="not a samstream tracker snapshot"):
+        TrackerState.from_bytes(b"garbage" * 10)
+    with pytest.raises(PromptError, match="correction needs a tracked object"):
+        tracker.step(state, np.zeros((96, 128, 3), np.uint8), [Prompt(3, points=[[1, 1]], labels=[1], correction=True)])
+    assert state.frame_index == 0
