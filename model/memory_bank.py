@@ -101,9 +101,10 @@ def select_memories(mem: ObjectMemory, frame: int) -> MemoryView:
     # Slots in storage order keep the attention sums in the same order on every run.
     cond.sort(key=lambda s: mem.cond_frames[s])
     n_recent, n_ptr = len(mem.recent_frames), len(mem.ptr_frames)
-    recent = [(frame - d) % n_recent for d in range(1, n_recent + 1)]
-    recent_ok = [(s, d) for s, d in zip(recent, range(1, n_recent + 1)) if mem.recent_frames[s] == frame - d]
-    ptr = [((frame - d) % n_ptr, d) for d in range(1, n_ptr + 1)]
+    # A slot is live when it holds exactly frame t - d (empty slots hold -1, never a valid frame).
+    recent = [((frame - d) % n_recent, d) for d in range(1, min(n_recent, frame) + 1)]
+    recent_ok = [(s, d) for s, d in recent if mem.recent_frames[s] == frame - d]
+    ptr = [((frame - d) % n_ptr, d) for d in range(1, min(n_ptr, frame) + 1)]
     ptr_ok = [(s, d) for s, d in ptr if mem.ptr_frames[s] == frame - d]
     past_cond = [s for s in cond if mem.cond_frames[s] <= frame]
     return MemoryView(

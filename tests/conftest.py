@@ -21,10 +21,12 @@ def build_reference(preset: str, image_size: int = 256, seed: int = 0):
     from sam2.build_sam import build_sam2_video_predictor
 
     torch.manual_seed(seed)
-    return build_sam2_video_predictor(
+    predictor = build_sam2_video_predictor(
         REFERENCE_CONFIGS[preset], ckpt_path=None, device="cpu",
-        hydra_overrides_extra=[f"++model.image_size={image_size}", "++model.fill_hole_area=0"],
+        hydra_overrides_extra=[f"++model.image_size={image_size}"],
     )
+    predictor.fill_hole_area = 0  # its hole filling needs its CUDA extension; without one it only warns
+    return predictor
 
 
 @pytest.fixture(scope="session")
