@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .rope import apply_rope, axial_rope_tables
+from .rope import apply_rope, axial_rope_rotations
 from .two_way_transformer import Attention
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "glu": F.glu}
@@ -35,13 +35,19 @@ class RoPEAttention(Attention):
         self.rope_theta = rope_theta
         self.rope_k_repeat = rope_k_repeat
         self.feat_sizes = tuple(feat_sizes)
+        self._rotations: dict[tuple, torch.Tensor] = {}  # (tokens, repeats, device) -> rotations, not state
 
-    def rope_tables(self, n_tokens: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        w, h = self.feat_sizes
-        if w * h != n_tokens:  # another image size than configured: a square grid
-            w = h = math.isqrt(n_tokens)
-            assert w * h == n_tokens, f"{n_tokens} query tokens do not form a square grid"
-        return axial_rope_tables(w, h, self.internal_dim // self.num_heads, self.rope_theta, device)
+    def rotations(self, n_tokens: int, repeats: int, device: torch.device) -> torch.Tensor:
+        """Rotations of an n_tokens grid, tiled `repeats` times: (repeats * n_tokens, d/2) complex."""
+        key = (n_tokens, repeats, device)
+        if key not in self._rotations:
+            w, h = self.feat_sizes
+            if w * h != n_tokens:  # another image size than configured: a square grid
+                w = h = math.isqrt(n_tokens)
+                assert w * h == n_tokens, f"{n_tokens} query tokens do not form a square grid"
+            rot = axial_rope_rotations(w, h, self.internal_dim // self.num_heads, self.rope_theta, device)
+            self._rotations[key] = rot.repeat(repeats, 1)
+        return self._rotations[key]
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0,
                 attn_bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -55,9 +61,8 @@ class RoPEAttention(Attention):
         repeats = n_rot // Nq
         assert repeats * Nq == n_rot and (repeats == 1 or self.rope_k_repeat), \
             f"{n_rot} rotated keys are not a whole number of {Nq}-token grids"
-        cos, sin = self.rope_tables(Nq, q.device)  # (Nq, d/2) each
-        q = apply_rope(q, cos, sin)
-        k_rot = apply_rope(k[:, :, :n_rot], cos.repeat(repeats, 1), sin.repeat(repeats, 1))  # (B, H, n_rot, d)
+        q = apply_rope(q, self.rotations(Nq, 1, q.device))
+        k_rot = apply_rope(k[:, :, :n_rot], self.rotations(Nq, repeats, q.device))  # (B, H, n_rot, d)
         k = torch.cat([k_rot, k[:, :, n_rot:]], dim=2)  # (B, H, Nk, d)
 
         mask = None

@@ -11,7 +11,7 @@ import torch
 from model.memory_attention import MemoryAttention, MemoryAttentionLayer, RoPEAttention
 from model.memory_encoder import CXBlock, Fuser, MaskDownSampler, MemoryEncoder
 from model.position_encoding import SinePositionEncoding
-from model.rope import apply_rope, axial_rope_tables
+from model.rope import apply_rope, axial_rope_rotations
 
 ATOL, RTOL = 1e-4, 1e-4
 B, C, CM = 2, 256, 64
@@ -79,9 +79,9 @@ def test_rope_matches_complex_reference():
     k = torch.randn(B, 1, 3 * 64, 32, generator=g)
     cis = compute_axial_cis(dim=32, end_x=8, end_y=8)
     q_ref, k_ref = apply_rotary_enc(q, k, cis, repeat_freqs_k=True)
-    cos, sin = axial_rope_tables(8, 8, 32)
-    torch.testing.assert_close(apply_rope(q, cos, sin), q_ref, atol=1e-6, rtol=0)
-    torch.testing.assert_close(apply_rope(k, cos.repeat(3, 1), sin.repeat(3, 1)), k_ref, atol=1e-6, rtol=0)
+    rot = axial_rope_rotations(8, 8, 32)
+    torch.testing.assert_close(apply_rope(q, rot), q_ref, atol=1e-6, rtol=0)
+    torch.testing.assert_close(apply_rope(k, rot.repeat(3, 1)), k_ref, atol=1e-6, rtol=0)
 
 
 def random_memory(g, side, frames, ptrs):
