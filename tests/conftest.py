@@ -1,7 +1,13 @@
 """Shared fixtures: the reference model (PyPI `sam2`) built from its own configs, as a test oracle."""
 
+import os
+
 import pytest
 import torch
+
+# Keep every Ray process of the tests on loopback: with this off, Ray on Linux swaps 127.0.0.1 for the
+# machine's interface address.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 # Reference config file for each of our preset names.
 REFERENCE_CONFIGS = {
@@ -60,3 +66,54 @@ def s3_server():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A Ray cluster of our own on loopback (`ray start --head --block`), 2 CPUs and 3 logical GPUs; this
+    process is connected to it. Terminating the blocking `ray start` stops exactly this cluster."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    import ray
+
+    port, dashboard = _free_port(), _free_port()
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths have a length limit
+    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
+           "--node-ip-address=127.0.0.1", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
+           "--num-cpus=2", "--num-gpus=3", f"--temp-dir={temp}", "--disable-usage-stats"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/version", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"ray start did not come up (exit {proc.poll()})")
+                time.sleep(0.5)
+        ray.init(address=f"127.0.0.1:{port}", namespace="samstream-tests", log_to_driver=False)
+        yield {"address": f"127.0.0.1:{port}", "dashboard": url}
+    finally:
+        ray.shutdown()
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(temp, ignore_errors=True)

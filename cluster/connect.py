@@ -1,0 +1,29 @@
+"""Connecting to Ray: the cluster named by --address / RAY_ADDRESS (as under `ray job submit`), or a local one."""
+
+import os
+
+import ray
+
+
+def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> dict:
+    """Join (or start) a Ray cluster; returns its total resources."""
+    if not ray.is_initialized():
+        if address or os.environ.get("RAY_ADDRESS"):
+            ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=False)
+        else:  # a private local cluster; num_gpus may be logical (tests on CPU machines)
+            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False)
+    return ray.cluster_resources()
+
+
+def actor_resources(resources: dict, actors: int | None, threads: int = 1) -> tuple[int, dict]:
+    """(number of actors, each actor's Ray resource request): one actor per GPU when the cluster has GPUs,
+    otherwise one per `threads` CPUs. Each actor runs torch on a fixed number of threads whatever the pool
+    size: CPU kernels round differently with different thread counts, and results must not depend on how
+    many actors ran them."""
+    gpus = int(resources.get("GPU", 0))
+    cpus = max(float(resources.get("CPU", 1)), 1.0)
+    n = actors or (gpus if gpus else max(1, int(cpus // threads)))
+    request = {"num_cpus": min(float(threads), cpus / n)}
+    if gpus:
+        request["num_gpus"] = 1
+    return n, request

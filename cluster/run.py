@@ -1,0 +1,139 @@
+"""One segment run end to end: plan, resume, schedule, then the run's records (videos.parquet, _run.json,
+_SUCCESS last)."""
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+
+import fsspec
+import pyarrow as pa
+from tqdm import tqdm
+
+from workers.masklets import MaskletWriter
+from workers.tasks import ModelSpec
+
+from .connect import actor_resources, connect
+from .plan import plan_streams, probe_all
+from .schedule import Scheduler, StreamProgress, resume_point
+
+VIDEOS_SCHEMA = pa.schema([
+    ("video_id", pa.string()), ("url", pa.string()), ("status", pa.string()), ("error", pa.string()),
+    ("frames", pa.int64()), ("fps", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),
+    ("objects", pa.int32()), ("seconds", pa.float64()),
+])
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out: str
+    model: ModelSpec
+    chunk_frames: int = 64
+    actors: int | None = None
+    streams_per_actor: int | None = None  # None: 4 with GPUs, 1 on CPU
+    threads_per_actor: int = 1  # torch threads of each actor (fixed, so results do not depend on the pool)
+    max_retries: int = 3
+    address: str | None = None
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    progress: bool = True
+    storage_options: dict | None = None  # never written or printed
+
+    @classmethod
+    def from_args(cls, args, storage_options: dict) -> "RunConfig":
+        model = ModelSpec(args.preset, args.checkpoint, args.image_size, args.num_recent, args.max_cond, args.decay)
+        from model import MemoryPolicy, get_config
+        get_config(args.preset, args.image_size)  # unknown presets and bad sizes fail before any work
+        MemoryPolicy(args.num_recent, args.max_cond, args.decay)
+        return cls(out=args.out.rstrip("/"), model=model, chunk_frames=args.chunk_frames, actors=args.actors,
+                   streams_per_actor=args.streams_per_actor, threads_per_actor=args.threads_per_actor,
+                   max_retries=args.max_retries, address=args.address, num_cpus=args.num_cpus,
+                   num_gpus=args.num_gpus, progress=not args.no_progress, storage_options=storage_options)
+
+    def public(self) -> dict:
+        d = asdict(self)
+        d.pop("storage_options")
+        return d
+
+
+def run_segment(entries, config: RunConfig) -> dict:
+    so = config.storage_options or {}
+    writer = MaskletWriter(config.out, so)
+    started = time.time()
+    plans, failures = plan_streams(entries, probe_all(entries, so), config.chunk_frames)
+    streams = [StreamProgress(p, resume_point(p, writer)) for p in plans]
+    for s in streams:
+        s.skipped = s.next_chunk
+    todo = [s for s in streams if not s.done]
+    frames_todo = sum(s.plan.chunks[-1][1] - s.plan.chunks[s.next_chunk][0] for s in todo)
+    if todo:
+        resources = connect(config.address, config.num_cpus, config.num_gpus)
+        n, request = actor_resources(resources, config.actors, config.threads_per_actor)
+        per_actor = config.streams_per_actor or (4 if resources.get("GPU") else 1)
+        with tqdm(total=frames_todo, unit="frame", disable=not config.progress, desc="segment") as bar:
+            scheduler = Scheduler(config.model, config.out, so, min(n, len(todo)), request, config.threads_per_actor,
+                                  per_actor, config.max_retries, bar)
+            scheduler.run(todo)
+            restarts = scheduler.restarts - min(n, len(todo))
+    else:
+        restarts = 0
+    seconds = time.time() - started
+    errors = dict(failures) | {s.plan.entry.video_id: s.error for s in streams if s.error}
+    _write_videos(writer, entries, plans, errors)
+    frames_done = sum(s.plan.chunks[c][1] - s.plan.chunks[c][0]
+                      for s in streams for c in range(s.skipped, s.next_chunk))
+    summary = {
+        "videos_ok": len(entries) - len(errors), "videos_failed": len(errors), "errors": errors,
+        "frames": frames_done, "seconds": seconds, "frames_per_s": frames_done / max(seconds, 1e-9),
+        "chunks_total": sum(len(s.plan.chunks) for s in streams),
+        "chunks_computed": sum(s.computed for s in streams), "chunks_skipped": sum(s.skipped for s in streams),
+        "stage_seconds": _sum_stages(streams), "actor_replacements": restarts,
+    }
+    writer.write_bytes("_run.json", json.dumps(_run_record(config, summary), indent=2, default=str).encode())
+    if not errors:
+        writer.remove("_state")  # snapshots are only for resuming
+    writer.write_bytes("_SUCCESS", b"")
+    return summary
+
+
+def _write_videos(writer, entries, plans, errors: dict) -> None:
+    info = {p.entry.video_id: p for p in plans}
+    rows = []
+    for e in entries:
+        p = info.get(e.video_id)
+        rows.append({"video_id": e.video_id, "url": e.url, "status": "failed" if e.video_id in errors else "ok",
+                     "error": errors.get(e.video_id), "frames": p.info.num_frames if p else None,
+                     "fps": p.info.fps if p else None, "width": p.info.width if p else None,
+                     "height": p.info.height if p else None, "objects": len(p.first_frames) if p else None,
+                     "seconds": None})
+    writer.write_table("videos.parquet", pa.Table.from_pylist(rows, schema=VIDEOS_SCHEMA))
+
+
+def _sum_stages(streams) -> dict:
+    total: dict[str, float] = {}
+    for s in streams:
+        for k, v in s.seconds.items():
+            total[k] = total.get(k, 0.0) + v
+    return total
+
+
+def _run_record(config: RunConfig, summary: dict) -> dict:
+    import av
+    import pyarrow
+    import ray
+    import torch
+    return {"config": config.public(), "model_preset": config.model.preset,
+            "checkpoint_sha256": _sha256(config.model.checkpoint, config.storage_options or {}),
+            "versions": {"samstream": "0.1.0", "torch": torch.__version__, "ray": ray.__version__,
+                         "pyarrow": pyarrow.__version__, "av": av.__version__},
+            **{k: v for k, v in summary.items() if k != "errors"}}
+
+
+def _sha256(url: str | None, storage_options: dict) -> str | None:
+    if url is None:
+        return None
+    h = hashlib.sha256()
+    with fsspec.open(url, "rb", **storage_options) as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()

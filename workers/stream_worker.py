@@ -1,0 +1,146 @@
+"""StreamWorker: one model on one device, the states of the streams pinned to it, and nothing else.
+
+Thin by design: decode -> step (batched across the streams of one call) -> encode -> write -> snapshot.
+The Ray actor is this class wrapped by cluster/ (`ray.remote(StreamWorker)`), so it also runs without Ray.
+"""
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from model import MemoryPolicy, StreamingTracker, TrackerState, load_model
+
+from .masklets import ChunkRows, MaskletWriter
+from .tasks import ChunkReport, ChunkTask, ModelSpec
+from .video_source import VideoSource
+
+
+def snapshot_path(stream: int, chunk: int) -> str:
+    """Where the state after `chunk` of `stream` is kept (relative to the output)."""
+    return f"_state/{stream:05d}/after-{chunk:06d}.safetensors"
+
+
+@dataclass
+class _Running:
+    """One chunk in flight inside a call."""
+
+    task: ChunkTask
+    state: TrackerState
+    frames: object  # iterator of decoded frames
+    rows: ChunkRows
+    report: ChunkReport
+    prompts: dict[int, list]
+
+
+class StreamWorker:
+    def __init__(self, spec: ModelSpec, out_url: str, storage_options: dict | None = None,
+                 device: str | None = None, num_threads: int | None = None, seed: int = 0):
+        if num_threads:  # Ray sets OMP_NUM_THREADS=1; use the CPU share this actor was given
+            torch.set_num_threads(num_threads)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch.manual_seed(seed)  # random weights (no checkpoint) are the same in every actor
+        model = load_model(spec.preset, spec.checkpoint, spec.image_size, device, storage_options)
+        policy = MemoryPolicy(spec.num_recent, spec.max_cond, spec.decay)
+        self.tracker = StreamingTracker(model, policy, spec.fill_hole_area)
+        self.writer = MaskletWriter(out_url, storage_options)
+        self.storage_options = storage_options or {}
+        self.states: dict[int, TrackerState] = {}  # fast path: the state after each stream's last chunk
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def forget(self, stream: int) -> None:
+        """Drop a finished stream's state."""
+        self.states.pop(stream, None)
+
+    def run(self, tasks: list[ChunkTask]) -> list[ChunkReport]:
+        """Run one chunk of each of several streams, stepping their frames together."""
+        running = [self._start(t) for t in tasks]
+        for offset in range(max(t.stop - t.start for t in tasks)):
+            active = [r for r in running if r.report.ok and r.task.start + offset < r.task.stop]
+            if active:
+                self._step(active, offset)
+        for r in running:
+            if r.report.ok:
+                self._finish(r)
+            else:  # a half-advanced state must not be reused
+                self.states.pop(r.task.stream, None)
+        return [r.report for r in running]
+
+    # ---- a chunk's life ----------------------------------------------------------------------------
+    def _start(self, task: ChunkTask) -> _Running:
+        report = ChunkReport(task.stream, task.chunk, True)
+        prompts: dict[int, list] = {}
+        for frame, prompt in task.prompts:
+            prompts.setdefault(frame, []).append(prompt)
+        try:
+            state = self._state_for(task)
+            frames = iter(VideoSource(task.info, self.storage_options).frames(task.start, task.stop))
+        except Exception as e:  # a video or snapshot that cannot be read fails this chunk, not the actor
+            report.ok, report.error = False, f"{type(e).__name__}: {e}"
+            return _Running(task, None, None, None, report, prompts)
+        return _Running(task, state, frames, ChunkRows(task.video_id), report, prompts)
+
+    def _state_for(self, task: ChunkTask) -> TrackerState:
+        state = self.states.get(task.stream)
+        if state is not None and state.frame_index == task.start:
+            return state
+        if task.chunk == 0:
+            return self.tracker.new_stream(task.info.height, task.info.width)
+        data = self.writer.read_bytes(snapshot_path(task.stream, task.chunk - 1))  # another actor's work
+        state = TrackerState.from_bytes(data, self.tracker.device)
+        if state.frame_index != task.start:
+            raise RuntimeError(f"snapshot of stream {task.stream} ends at frame {state.frame_index}, "
+                               f"chunk {task.chunk} starts at {task.start}")
+        return state
+
+    def _step(self, active: list[_Running], offset: int) -> None:
+        t0 = time.perf_counter()
+        frames = []
+        for r in list(active):
+            try:
+                frames.append(next(r.frames))
+            except Exception as e:
+                r.report.ok, r.report.error = False, f"{type(e).__name__}: {e}"
+                active.remove(r)
+        t1 = time.perf_counter()
+        prompts = [r.prompts.get(r.task.start + offset, ()) for r in active]
+        try:
+            results = self.tracker.step_batch([r.state for r in active], frames, prompts)
+        except Exception:  # isolate the stream at fault: step them one by one
+            results = [self._step_one(r, f, p) for r, f, p in zip(active, frames, prompts)]
+        t2 = time.perf_counter()
+        for r, res in zip(active, results):
+            if res is None:
+                continue
+            frame = r.task.start + offset
+            r.rows.add(frame, frame / r.task.info.fps, res.object_ids, res.masks.cpu().numpy(),
+                       res.ious.float().cpu().numpy(), res.object_scores.float().cpu().numpy(), res.is_prompt)
+            r.report.frames += 1
+        t3 = time.perf_counter()
+        for r in active:
+            s = r.report.seconds
+            s["decode"] = s.get("decode", 0.0) + (t1 - t0) / len(active)
+            s["model"] = s.get("model", 0.0) + (t2 - t1) / len(active)
+            s["encode"] = s.get("encode", 0.0) + (t3 - t2) / len(active)
+
+    def _step_one(self, r: _Running, frame: np.ndarray, prompts):
+        try:
+            return self.tracker.step(r.state, frame, prompts)
+        except Exception as e:
+            r.report.ok, r.report.error = False, f"{type(e).__name__}: {e}"
+            return None
+
+    def _finish(self, r: _Running) -> None:
+        t0 = time.perf_counter()
+        table = r.rows.to_table()
+        self.writer.write_part(r.task.video_id, r.task.stream, r.task.chunk, table)
+        t1 = time.perf_counter()
+        self.writer.write_bytes(snapshot_path(r.task.stream, r.task.chunk), r.state.to_bytes())
+        self.states[r.task.stream] = r.state
+        r.report.rows, r.report.objects = table.num_rows, len(r.state.object_ids)
+        r.report.seconds["write"] = t1 - t0
+        r.report.seconds["snapshot"] = time.perf_counter() - t1

@@ -1,0 +1,43 @@
+"""What the driver sends a worker and what comes back: small, picklable records."""
+
+from dataclasses import dataclass, field
+
+from model import Prompt
+
+from .video_source import VideoInfo
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    preset: str  # model preset name
+    checkpoint: str | None = None  # fsspec URL of the weights; None = random (seeded) weights
+    image_size: int | None = None  # override of the preset's image size
+    num_recent: int = 6  # MemoryPolicy
+    max_cond: int = 16
+    decay: float = 0.0
+    fill_hole_area: int | None = None  # None = the preset's
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """Frames [start, stop) of one stream, with the prompts that arrive on them."""
+
+    video_id: str
+    stream: int  # stream number (the unit of state)
+    chunk: int  # chunk number within the stream; chunk 0 starts a new stream
+    start: int
+    stop: int
+    info: VideoInfo
+    prompts: tuple[tuple[int, Prompt], ...] = ()  # (frame index, prompt), frames within [start, stop)
+
+
+@dataclass
+class ChunkReport:
+    stream: int
+    chunk: int
+    ok: bool
+    error: str | None = None  # why the chunk failed (names the cause; the video is then recorded failed)
+    frames: int = 0
+    rows: int = 0
+    objects: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # decode / model / encode+write / snapshot
