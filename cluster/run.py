@@ -10,7 +10,7 @@ import fsspec
 import pyarrow as pa
 from tqdm import tqdm
 
-from workers.masklets import MaskletWriter
+from workers.masklets import MaskletWriter, part_relpath
 from workers.tasks import ModelSpec
 
 from .connect import actor_resources, connect
@@ -56,6 +56,19 @@ class RunConfig:
         return d
 
 
+def claim_output(config: RunConfig) -> None:
+    """Record the chunk plan of a new output, or check a resumed one's: part files are named by chunk
+    number, so resuming with another chunk size would leave stale parts beside the new ones."""
+    writer = MaskletWriter(config.out, config.storage_options or {})
+    if writer.exists("_plan.json"):
+        old = json.loads(writer.read_bytes("_plan.json"))["chunk_frames"]
+        if old != config.chunk_frames:
+            raise ValueError(f"output {writer.url} was started with --chunk-frames {old}, not "
+                             f"{config.chunk_frames}: resume with the same value or write to a new --out")
+    else:
+        writer.write_bytes("_plan.json", json.dumps({"chunk_frames": config.chunk_frames}).encode())
+
+
 def run_segment(entries, config: RunConfig) -> dict:
     so = config.storage_options or {}
     writer = MaskletWriter(config.out, so)
@@ -79,6 +92,10 @@ def run_segment(entries, config: RunConfig) -> dict:
         restarts = 0
     seconds = time.time() - started
     errors = dict(failures) | {s.plan.entry.video_id: s.error for s in streams if s.error}
+    for s in streams:  # a failed video leaves no partial masklets or snapshots behind
+        if s.error:
+            writer.remove(part_relpath(s.plan.entry.video_id, 0, 0).rsplit("/", 1)[0])
+            writer.remove(f"_state/{s.plan.stream:05d}")
     _write_videos(writer, entries, plans, errors)
     frames_done = sum(s.plan.chunks[c][1] - s.plan.chunks[c][0]
                       for s in streams for c in range(s.skipped, s.next_chunk))
@@ -88,6 +105,7 @@ def run_segment(entries, config: RunConfig) -> dict:
         "chunks_total": sum(len(s.plan.chunks) for s in streams),
         "chunks_computed": sum(s.computed for s in streams), "chunks_skipped": sum(s.skipped for s in streams),
         "stage_seconds": _sum_stages(streams), "actor_replacements": restarts,
+        "actor_peak_rss_mb": max((s.peak_rss_mb for s in streams), default=0.0),
     }
     writer.write_bytes("_run.json", json.dumps(_run_record(config, summary), indent=2, default=str).encode())
     if not errors:

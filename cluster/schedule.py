@@ -28,6 +28,7 @@ class StreamProgress:
     computed: int = 0  # chunks computed in this run
     skipped: int = 0  # chunks found complete from an earlier run
     seconds: dict = field(default_factory=dict)
+    peak_rss_mb: float = 0.0  # largest peak RSS reported by an actor running this stream
 
     @property
     def done(self) -> bool:
@@ -122,6 +123,7 @@ class Scheduler:
             return
         stream.next_chunk += 1
         stream.computed += 1
+        stream.peak_rss_mb = max(stream.peak_rss_mb, report.peak_rss_mb)
         for k, v in report.seconds.items():
             stream.seconds[k] = stream.seconds.get(k, 0.0) + v
         if self.progress is not None:

@@ -13,7 +13,7 @@ import sys
 import time
 
 from cluster.manifest import ManifestError, parse_storage_options, read_manifest, redact
-from cluster.run import RunConfig, run_segment
+from cluster.run import RunConfig, claim_output, run_segment
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     try:
         entries = read_manifest(args.manifest, storage_options)
         config = RunConfig.from_args(args, storage_options)
+        claim_output(config)
     except (ManifestError, ValueError) as e:
         print(f"error: {redact(str(e), storage_options)}", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.encoded_videos import (frame_index, indexed_frames, truncate_file, write_frame_folder, write_video,
-                            write_video_without_frames)
+                                  write_video_without_frames)
 from workers.video_source import FrameIterator, VideoError, VideoSource, _pack, probe_video
 
 LONG = 150  # frames of the longer h264 clip

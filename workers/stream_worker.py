@@ -5,6 +5,7 @@ The Ray actor is this class wrapped by cluster/ (`ray.remote(StreamWorker)`), so
 """
 
 import os
+import resource
 import time
 from dataclasses import dataclass
 
@@ -144,3 +145,4 @@ class StreamWorker:
         r.report.rows, r.report.objects = table.num_rows, len(r.state.object_ids)
         r.report.seconds["write"] = t1 - t0
         r.report.seconds["snapshot"] = time.perf_counter() - t1
+        r.report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB

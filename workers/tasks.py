@@ -40,4 +40,5 @@ class ChunkReport:
     frames: int = 0
     rows: int = 0
     objects: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)  # decode / model / encode+write / snapshot
+    seconds: dict[str, float] = field(default_factory=dict)  # decode / model / encode / write / snapshot
+    peak_rss_mb: float = 0.0  # the actor process's peak resident memory so far
