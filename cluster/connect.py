@@ -22,7 +22,8 @@ def actor_resources(resources: dict, actors: int | None, threads: int = 1) -> tu
     many actors ran them."""
     gpus = int(resources.get("GPU", 0))
     cpus = max(float(resources.get("CPU", 1)), 1.0)
-    n = actors or (gpus if gpus else max(1, int(cpus // threads)))
+    # More GPU actors than GPUs would wait forever for a device; CPU shares are fractional and always fit.
+    n = min(actors or gpus, gpus) if gpus else (actors or max(1, int(cpus // threads)))
     request = {"num_cpus": min(float(threads), cpus / n)}
     if gpus:
         request["num_gpus"] = 1
