@@ -31,6 +31,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from pycocotools import mask as mask_utils
 
+from .storage import parse_storage_options, redact, safe_url
+
 __all__ = [
     "ManifestError", "PromptBoundsError", "PromptSpec", "VideoEntry", "check_prompts_against_video",
     "parse_storage_options", "read_manifest", "redact",
@@ -116,7 +118,7 @@ def read_manifest(url: str, storage_options: dict | None = None) -> list[VideoEn
     parts = urlsplit(url) if "://" in url else None
     # A cause's text may repeat the URL: hide its password and query (a signed URL's token) there too.
     hidden = {"options": options, "url": [parts.password or "", parts.query] if parts else []}
-    shown = redact(_safe_url(url), hidden)
+    shown = redact(safe_url(url), hidden)
     try:
         entries = _validate_rows(_read_rows(url, options))
         if not entries:
@@ -424,47 +426,6 @@ def _bounds_problem(p: PromptSpec, num_frames: int, height: int, width: int) -> 
 
 def _name_prompt(p: PromptSpec) -> str:
     return f"prompt (object_id {p.object_id}, frame_index {p.frame_index})"
-
-
-# -------------------------------------------------------------------------- storage options and secrets
-
-def parse_storage_options(text: str | None) -> dict:
-    """A JSON object (e.g. the --storage-options flag) as a dict; None or blank gives {}. The error never
-    repeats the text: it may hold credentials."""
-    if text is None or not text.strip():
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"storage options are not valid JSON ({exc.msg} at line {exc.lineno} column "
-                         f"{exc.colno})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"storage options must be a JSON object, got a JSON {type(value).__name__}")
-    return value
-
-
-def redact(text: str, storage_options: dict) -> str:
-    """`text` with every string value of `storage_options` (nested dicts and lists too) replaced by ***."""
-    secrets = sorted(set(_string_values(storage_options)), key=len, reverse=True)  # longest first
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
-
-
-def _string_values(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value] if value else []  # replacing "" would put *** between every character
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple, set)) else ()
-    return [s for v in items for s in _string_values(v)]
-
-
-def _safe_url(url: str) -> str:
-    """The manifest URL as shown in messages: without user:password@ or a ?query (a signed URL's token)."""
-    if "://" not in url:
-        return url
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    return f"{parts.scheme}://{netloc}{parts.path}"
 
 
 def _show(value: Any) -> str:

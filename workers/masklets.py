@@ -28,7 +28,6 @@ import string
 import urllib.parse
 import uuid
 import warnings
-from collections.abc import Sequence
 
 import fsspec
 import numpy as np
