@@ -13,7 +13,6 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow.dataset as ds
-import pytest
 import ray
 import s3fs
 import torch
