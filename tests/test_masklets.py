@@ -388,3 +388,22 @@ def test_storage_options_never_leak(s3_bucket, s3_server):
     good.write_part("v", 0, 0, table)
     assert all(secret.encode() not in fs.cat_file(k) for k in fs.find(f"{bucket}/run"))
     assert isinstance(fsspec.core.url_to_fs(good.url)[0], type(good.filesystem))
+
+
+def test_s3_sees_parts_written_by_other_processes(s3_bucket):
+    """The driver lists an output before its actors (other processes) write into it: cached listings must
+    not hide their parts, snapshots or folders from it afterwards."""
+    import s3fs
+
+    fs, bucket = s3_bucket
+    driver = MaskletWriter(f"s3://{bucket}/run")
+    assert not driver.part_exists("v", 0, 0) and not driver.exists("_state/00000/after-000000.safetensors")
+    assert driver.list_parts("v") == []
+    actor_fs = s3fs.S3FileSystem(skip_instance_cache=True)  # another process's own client
+    table = masklet_rows("v", 0, 0.0, [1], np.ones((1, 4, 4), bool), [1.0], [1.0])
+    fs.pipe(f"{bucket}/run/masklets/video_id=v/part-00000-000000.parquet", M._parquet_bytes(M._part_table("v", table)))
+    actor_fs.pipe(f"{bucket}/run/_state/00000/after-000000.safetensors", b"x")
+    assert driver.part_exists("v", 0, 0, expected_rows=1) and driver.exists("_state/00000/after-000000.safetensors")
+    assert driver.list_parts("v") == [(0, 0)] and read_masklets(driver.url).num_rows == 1
+    driver.remove("_state")
+    assert not actor_fs.exists(f"{bucket}/run/_state/00000/after-000000.safetensors")

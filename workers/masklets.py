@@ -344,7 +344,7 @@ class MaskletWriter:
 
         Reads the footer only, unless `verify_data` (then every page is decoded too).
         """
-        path = self._path(part_relpath(video_id, stream, chunk))
+        path = self._fresh(part_relpath(video_id, stream, chunk))
         try:
             with self._fs.open(path, "rb") as f:
                 parquet = pq.ParquetFile(f)
@@ -362,7 +362,7 @@ class MaskletWriter:
 
     def list_parts(self, video_id: str) -> list[tuple[int, int]]:
         """(stream, chunk) of every part of a video, e.g. to find parts a different chunk plan left."""
-        directory = self._path(part_relpath(video_id, 0, 0)).rsplit("/", 1)[0]
+        directory = self._fresh(part_relpath(video_id, 0, 0)).rsplit("/", 1)[0]
         try:
             names = [p.rsplit("/", 1)[-1] for p in self._fs.ls(directory, detail=False)]
         except FileNotFoundError:
@@ -380,14 +380,20 @@ class MaskletWriter:
         return f"{self.url}/{relative_path}"
 
     def read_bytes(self, relative_path: str) -> bytes:
-        return self._fs.cat_file(self._path(relative_path))
+        return self._fs.cat_file(self._fresh(relative_path))
 
     def exists(self, relative_path: str) -> bool:
-        return self._fs.exists(self._path(relative_path))
+        return self._fs.exists(self._fresh(relative_path))
+
+    def _fresh(self, relative_path: str) -> str:
+        """The path, with the filesystem's cached listings of it dropped: other processes (the actors)
+        write here, and s3fs would otherwise answer from a listing taken before they did."""
+        self._fs.invalidate_cache()  # all of it: a path's entry alone would leave its children's listings
+        return self._path(relative_path)
 
     def remove(self, relative_path: str) -> None:
         """Delete a file or a whole folder (e.g. `_state` after a successful run); absent is fine."""
-        path = self._path(relative_path)
+        path = self._fresh(relative_path)
         if self._fs.exists(path):
             self._fs.rm(path, recursive=True)
 
@@ -395,6 +401,7 @@ class MaskletWriter:
 def read_masklets(out_url: str, storage_options: dict | None = None, video_id: str | None = None) -> pa.Table:
     """All masklet rows of an output (or of one video) as a MASKLET_SCHEMA table; video_id always a string."""
     fs, root = fsspec.core.url_to_fs(out_url, **(storage_options or {}))
+    fs.invalidate_cache()  # listings cached before the writers finished would hide their files
     dataset = ds.dataset(f"{root.rstrip('/')}/masklets", filesystem=fs, format="parquet",
                          partitioning=MASKLET_PARTITIONING, schema=MASKLET_SCHEMA)
     where = None if video_id is None else ds.field("video_id") == video_id
