@@ -16,8 +16,16 @@ from cluster.manifest import ManifestError, parse_storage_options, read_manifest
 from cluster.run import RunConfig, claim_output, run_segment
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on bad arguments; 2 means "some videos failed" here, so bad arguments exit 1."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m jobs.segment", description=__doc__,
+    ap = _Parser(prog="python -m jobs.segment", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--manifest", required=True, help="JSON lines or Parquet manifest, any fsspec URL")
     ap.add_argument("--out", required=True, help="output directory, any fsspec URL")
@@ -59,8 +67,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     try:
+        config = RunConfig.from_args(args, storage_options)  # arguments first: they are cheapest to check
         entries = read_manifest(args.manifest, storage_options)
-        config = RunConfig.from_args(args, storage_options)
         claim_output(config)
     except (ManifestError, ValueError) as e:
         print(f"error: {redact(str(e), storage_options)}", file=sys.stderr)

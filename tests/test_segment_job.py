@@ -242,6 +242,10 @@ def test_malformed_manifest_exits_1_naming_the_row(tmp_path):
                            str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "row 1" in proc.stderr and "object_id" in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()
+    for bad in (["--chunk-frames", "0"], ["--preset", "sam3-huge"], ["--bogus"]):
+        proc = subprocess.run([sys.executable, "-m", "jobs.segment", "--manifest", str(manifest), "--out",
+                               str(tmp_path / "out"), *bad], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1 and (bad[0] != "--preset" or "sam3-huge" in proc.stderr), (bad, proc.stderr)
 
 
 def test_resuming_with_another_chunk_size_is_refused(tmp_path, ray_cluster):
