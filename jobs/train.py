@@ -1,0 +1,272 @@
+"""Train `synthetic-tiny` on synthetic clips rendered on the fly (train split seeds only).
+
+    python -m jobs.train --out DIR [--steps N] [--batch B] [--resume] [--lr 5e-4] [--seed 0]
+
+Each step renders B videos, cuts one clip from each (length from the curriculum, random frame drops as
+occlusion gaps), runs model.train_step.clip_forward and sums model.losses per frame. Every --log-every
+steps a JSON line goes to DIR/log.jsonl; every --eval-every steps the real StreamingTracker runs on a few
+val-split videos with first-frame clicks and J&F is logged. Checkpoints: DIR/model.safetensors (loadable by
+model.load_model("synthetic-tiny", checkpoint=...)) and DIR/train_state.pt (optimizer + step, weights-only
+torch file); --resume continues from them (step count and curriculum). DIR/curves.png plots the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from safetensors.torch import save_file
+
+from model import Prompt, StreamingTracker, load_model
+from model.metrics import davis_summary, frame_scores, object_score
+from model.train_step import clip_forward, clip_loss
+from workers.synthetic import SyntheticConfig, first_frame_prompts, render_video, split_seed
+
+PRESET = "synthetic-tiny"
+WEIGHTS, STATE, LOG, PLOT = "model.safetensors", "train_state.pt", "log.jsonl", "curves.png"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="output directory (checkpoints, log, curves)")
+    p.add_argument("--steps", type=int, default=20000, help="total optimizer steps (including resumed ones)")
+    p.add_argument("--batch", type=int, default=2, help="clips per step")
+    p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--clip-grad", type=float, default=0.1, help="max grad norm (SAM 2 uses 0.1)")
+    p.add_argument("--warmup", type=int, default=200, help="linear warm-up steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=None, help="override the preset's 256 (multiple of 32)")
+    p.add_argument("--curriculum", default="0:4,3000:8,8000:16",
+                   help="step:clip_length pairs; the clip length from each step on")
+    p.add_argument("--drop-prob", type=float, default=0.15, help="chance each next frame is dropped")
+    p.add_argument("--max-objects", type=int, default=3, help="objects per clip at most")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--save-every", type=int, default=200)
+    p.add_argument("--val-videos", type=int, default=3)
+    p.add_argument("--val-frames", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    args = p.parse_args(argv)
+    args.curriculum_steps = _parse_curriculum(p, args.curriculum)
+    return args
+
+
+def _parse_curriculum(p, text: str) -> list[tuple[int, int]]:
+    try:
+        pairs = sorted((int(a), int(b)) for a, b in (item.split(":") for item in text.split(",")))
+    except ValueError:
+        p.error(f"--curriculum must be step:length pairs like 0:4,3000:8, got {text!r}")
+    if not pairs or pairs[0][0] != 0 or any(n < 1 for _, n in pairs):
+        p.error(f"--curriculum must start at step 0 with lengths >= 1, got {text!r}")
+    return pairs
+
+
+def clip_length(curriculum: list[tuple[int, int]], step: int) -> int:
+    return [n for s, n in curriculum if s <= step][-1]
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+def sample_clip(rng: np.random.Generator, index: int, length: int, args, size: int):
+    """One training clip: (frames (T, H, W, 3) uint8, masks (T, O, H, W) bool, frame indices) or None."""
+    gaps = 1 + rng.binomial(3, args.drop_prob, size=length - 1)  # each gap drops 0..3 frames
+    span = int(gaps.sum()) + 1
+    cfg = SyntheticConfig(height=size, width=size, num_frames=span + 8)
+    video = render_video(split_seed("train", index), cfg)
+    start = int(rng.integers(0, 9))
+    idx = np.concatenate([[start], start + np.cumsum(gaps)]).astype(int)
+    min_area = max(4, size * size // 1024)
+    keep = np.flatnonzero(video.areas[start] >= min_area)[:args.max_objects]  # prompted on position 0
+    if keep.size == 0:
+        return None
+    return video.frames[idx], video.masks[idx][:, keep], idx.tolist()
+
+
+def clip_recipe(rng: np.random.Generator, length: int) -> tuple[str, dict[int, int]]:
+    """SAM 2's prompt mix (mask half the time, else a click or a box) and corrective clicks: on the prompt
+    frame and on one random later frame."""
+    prompt = "mask" if rng.random() < 0.5 else ("point" if rng.random() < 0.5 else "box")
+    clicks = {0: 1}
+    if length > 1:
+        clicks[int(rng.integers(1, length))] = 1
+    return prompt, clicks
+
+
+def to_input(model, frames: np.ndarray, masks: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float() / 255.0  # (T, 3, S, S)
+    return (x - model.pixel_mean) / model.pixel_std, torch.from_numpy(masks).to(device)
+
+
+# ---------------------------------------------------------------------------------------------- steps
+
+def train_step(model, opt, args, step: int, device) -> dict:
+    """One optimizer step over args.batch clips; returns the logged numbers."""
+    rng = np.random.default_rng([args.seed, step])  # data depends on (seed, step): resumes see new clips
+    gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+    length = clip_length(args.curriculum_steps, step)
+    opt.zero_grad(set_to_none=True)
+    totals: dict[str, float] = {}
+    n = 0
+    while n < args.batch:
+        clip = sample_clip(rng, int(rng.integers(0, 2**32)), length, args, model.cfg.image_size)
+        if clip is None:
+            continue
+        frames, gt = to_input(model, clip[0], clip[1], device)
+        prompt, clicks = clip_recipe(rng, length)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            outputs = clip_forward(model, frames, gt, clip[2], prompt, clicks, gen)
+        loss, parts = clip_loss(outputs, gt)
+        (loss / args.batch).backward()
+        for k, v in [("loss", loss), *parts.items()]:
+            totals[k] = totals.get(k, 0.0) + float(v.detach()) / args.batch
+        n += 1
+    for g in opt.param_groups:
+        g["lr"] = args.lr * min(1.0, (step + 1) / max(args.warmup, 1))
+    totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad))
+    opt.step()
+    return {**totals, "clip_length": length, "lr": opt.param_groups[0]["lr"]}
+
+
+def evaluate_jf(model, args, device) -> dict:
+    """J&F of the real StreamingTracker on val videos, prompted with one click per object."""
+    tracker = StreamingTracker(model)  # puts the model in eval mode; the caller restores train mode
+    S = model.cfg.image_size
+    cfg = SyntheticConfig(height=S, width=S, num_frames=args.val_frames)
+    vids, js, fs = [], [], []
+    for i in range(args.val_videos):
+        video = render_video(split_seed("val", i), cfg)
+        prompts = first_frame_prompts(video, "points", min_area=max(4, S * S // 1024))
+        state = tracker.new_stream(S, S)
+        ids = [int(o) for o in video.object_ids]
+        scores = {p["object_id"]: ([], []) for p in prompts}
+        for t in range(video.frames.shape[0]):
+            now = [Prompt(p["object_id"], points=p["points"], labels=p["labels"]) for p in prompts
+                   if p["frame_index"] == t]
+            res = tracker.step(state, video.frames[t], now)
+            for oid in res.object_ids:
+                if t > next(p["frame_index"] for p in prompts if p["object_id"] == oid):  # DAVIS skips the prompt
+                    j, f = frame_scores(res[oid].mask.cpu().numpy(), video.masks[t, ids.index(oid)])
+                    scores[oid][0].append(j)
+                    scores[oid][1].append(f)
+        for oid, (j, f) in scores.items():
+            s = object_score(j, f)
+            vids.append(f"val-{i}")
+            js.append(s.J)
+            fs.append(s.F)
+    return davis_summary(vids, js, fs)
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")  # a crash mid-save never leaves a torn checkpoint
+    write(str(tmp))
+    os.replace(tmp, path)
+
+
+def save_checkpoint(out: Path, model, opt, step: int) -> None:
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _atomic(out / WEIGHTS, lambda p: save_file(weights, p, metadata={"preset": PRESET, "step": str(step)}))
+    _atomic(out / STATE, lambda p: torch.save({"step": step, "optimizer": opt.state_dict()}, p))
+
+
+def load_checkpoint(out: Path, model, opt, device) -> int:
+    """Weights into `model`, state into `opt`; returns the step to continue from."""
+    loaded = load_model(PRESET, str(out / WEIGHTS), image_size=model.cfg.image_size, device=device)
+    model.load_state_dict(loaded.state_dict())
+    state = torch.load(out / STATE, map_location=device, weights_only=True)
+    opt.load_state_dict(state["optimizer"])
+    return int(state["step"])
+
+
+# ---------------------------------------------------------------------------------------------- curves
+
+def _panel(draw: ImageDraw.ImageDraw, box, xs, ys, title: str, color) -> None:
+    x0, y0, x1, y1 = box
+    draw.rectangle(box, outline=(0, 0, 0))
+    pts = [(x, y) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
+    draw.text((x0 + 4, y0 + 4), title, fill=(0, 0, 0))
+    if not pts:
+        return
+    xmin, xmax = min(p[0] for p in pts), max(p[0] for p in pts)
+    ymin, ymax = min(p[1] for p in pts), max(p[1] for p in pts)
+    sx = lambda x: x0 + 10 + (x - xmin) / max(xmax - xmin, 1e-9) * (x1 - x0 - 20)
+    sy = lambda y: y1 - 10 - (y - ymin) / max(ymax - ymin, 1e-9) * (y1 - y0 - 40)
+    draw.text((x0 + 4, y0 + 16), f"min {ymin:.4g}  max {ymax:.4g}  steps {xmin}-{xmax}", fill=(90, 90, 90))
+    line = [(sx(x), sy(y)) for x, y in pts]
+    draw.line(line, fill=color, width=2) if len(line) > 1 else draw.ellipse([*line[0], *line[0]], outline=color)
+
+
+def plot_curves(out: Path) -> None:
+    """Training loss (log scale) and validation J&F against the step, drawn with PIL."""
+    rows = [json.loads(line) for line in (out / LOG).read_text().splitlines() if line.strip()]
+    train = [r for r in rows if "loss" in r]
+    val = [r for r in rows if "val_JF" in r]
+    img = Image.new("RGB", (800, 600), "white")
+    draw = ImageDraw.Draw(img)
+    _panel(draw, (10, 10, 790, 290), [r["step"] for r in train],
+           [math.log10(max(r["loss"], 1e-9)) for r in train], "train loss (log10)", (200, 30, 30))
+    _panel(draw, (10, 305, 790, 590), [r["step"] for r in val], [r["val_JF"] for r in val], "val J&F", (30, 30, 200))
+    _atomic(out / PLOT, lambda p: img.save(p, format="PNG"))
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _log(out: Path, record: dict) -> None:
+    with open(out / LOG, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out, device = Path(args.out), _device(args.device)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    model = load_model(PRESET, image_size=args.image_size, device=device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    step = 0
+    if args.resume:
+        if not (out / WEIGHTS).exists() or not (out / STATE).exists():
+            print(f"--resume: no checkpoint in {out}", file=sys.stderr)
+            return 2
+        step = load_checkpoint(out, model, opt, device)
+        print(f"resumed at step {step}")
+    t0, start = time.time(), step
+    while step < args.steps:
+        record = train_step(model, opt, args, step, device)
+        step += 1
+        if step % args.log_every == 0 or step == args.steps:
+            rate = (step - start) / (time.time() - t0)
+            _log(out, {"step": step, **record, "steps_per_s": rate})
+            print(f"step {step}  loss {record['loss']:.4g}  len {record['clip_length']}  {rate:.2f} steps/s")
+        if step % args.eval_every == 0 or step == args.steps:
+            summary = evaluate_jf(model, args, device)
+            model.train()
+            _log(out, {"step": step, "val_JF": summary["JF"], "val_J": summary["J"], "val_F": summary["F"]})
+            print(f"step {step}  val J&F {summary['JF']:.4f}")
+        if step % args.save_every == 0 or step == args.steps:
+            save_checkpoint(out, model, opt, step)
+    if (out / LOG).exists():
+        plot_curves(out)
+    print(f"done: step {step}, checkpoint {out / WEIGHTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

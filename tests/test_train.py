@@ -1,0 +1,90 @@
+"""Training: clip_forward's graph reaches the memory pathway, a few steps fit a fixed clip, and
+jobs.train resumes from its checkpoint (tiny: image size 64, 2-frame clips)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from jobs import train as train_job
+from model import SAM2Model, get_config, load_model
+from model.train_step import clip_forward, clip_loss, sample_clicks
+from workers.synthetic import SyntheticConfig, render_video, split_seed
+
+S = 64
+
+
+@pytest.fixture(scope="module")
+def clip():
+    video = render_video(split_seed("train", 3), SyntheticConfig(height=S, width=S, num_frames=4))
+    keep = np.flatnonzero(video.areas[0] >= 16)[:2]
+    x = torch.from_numpy(video.frames[[0, 2]]).permute(0, 3, 1, 2).float() / 255.0
+    model = SAM2Model(get_config("synthetic-tiny", S))
+    frames = (x - model.pixel_mean) / model.pixel_std  # (2, 3, S, S)
+    return frames, torch.from_numpy(video.masks[[0, 2]][:, keep]), [0, 2]  # a dropped frame in between
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    model = SAM2Model(get_config("synthetic-tiny", S)).train()
+    for m in model.modules():  # no dropout: the loss must be a function of the weights alone
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    return model
+
+
+def test_gradients_reach_memory_modules(clip):
+    frames, gt, index = clip
+    model = _model()
+    outputs = clip_forward(model, frames, gt, index, "point", {0: 1, 1: 1}, torch.Generator().manual_seed(0))
+    assert [len(o.steps) for o in outputs] == [2, 2]
+    assert outputs[1].steps[0].logits.shape == (gt.shape[1], 3, S // 4, S // 4)  # tracking: all candidates
+    # Only the memory-conditioned frame's loss: its gradient can reach the memory pathway only through memory.
+    loss, _ = clip_loss(outputs[1:], gt)
+    loss.backward()
+    for prefix in ("memory_attention.", "memory_encoder.", "maskmem_tpos_enc"):
+        grads = [p.grad for n, p in model.named_parameters() if n.startswith(prefix) and p.grad is not None]
+        assert grads and sum(float(g.abs().sum()) for g in grads) > 0, prefix
+
+
+def test_clicks_come_from_the_error_region():
+    gt = torch.zeros(2, 16, 16, dtype=torch.bool)
+    gt[0, 4:8, 4:8] = True  # object 0 missed entirely: a positive click inside it
+    pred = torch.zeros_like(gt)
+    pred[1, 0:2, 0:2] = True  # object 1 a false alarm: a negative click on it
+    points, labels = sample_clicks(pred, gt, torch.Generator().manual_seed(0))
+    (x0, y0), (x1, y1) = points[0, 0].tolist(), points[1, 0].tolist()
+    assert labels[:, 0].tolist() == [1, 0]
+    assert gt[0, int(y0), int(x0)] and pred[1, int(y1), int(x1)]
+
+
+def test_a_few_steps_fit_a_fixed_clip(clip):
+    frames, gt, index = clip
+    model = _model(1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(6):
+        opt.zero_grad()
+        outputs = clip_forward(model, frames, gt, index, "mask", {1: 1}, torch.Generator().manual_seed(0))
+        loss, _ = clip_loss(outputs, gt)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0], losses
+
+
+def test_train_job_resumes(tmp_path):
+    common = ["--out", str(tmp_path), "--batch", "1", "--image-size", str(S), "--curriculum", "0:2,2:3",
+              "--val-videos", "1", "--val-frames", "3", "--log-every", "1", "--device", "cpu"]
+    assert train_job.main([*common, "--steps", "2"]) == 0
+    assert train_job.main([*common, "--steps", "3", "--resume"]) == 0
+    state = torch.load(tmp_path / "train_state.pt", weights_only=True)
+    assert state["step"] == 3
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
+    assert [r["clip_length"] for r in rows if "loss" in r] == [2, 2, 3]  # the curriculum goes on after resume
+    assert any("val_JF" in r for r in rows)
+    model = load_model("synthetic-tiny", checkpoint=str(tmp_path / "model.safetensors"), image_size=S)
+    assert sum(p.numel() for p in model.parameters()) > 1e6
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
