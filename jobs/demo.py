@@ -16,6 +16,7 @@ import numpy as np
 
 from jobs import segment
 from workers.masklets import read_masklets
+from workers.preview import write_contact_sheet, write_preview_video
 from workers.video_writer import write_mp4
 
 
@@ -63,6 +64,11 @@ def main(argv=None) -> int:
     per_object = table.groupby(["video_id", "object_id"]).agg(frames=("frame_index", "count"),
                                                               visible=("visible", "mean"), area=("area", "mean"))
     print(per_object.to_string())
+    first = rows[0]
+    clip = table[table.video_id == first["video_id"]]
+    video = write_preview_video(first["url"], clip, out / "preview" / f"{first['video_id']}.mp4")
+    sheet = write_contact_sheet(first["url"], clip, out / "preview" / f"{first['video_id']}.png")
+    print(f"preview: {video} and {sheet}")
     print(f"read it back: pandas.read_parquet('{out / 'masks' / 'masklets'}')")
     return code
 
