@@ -96,7 +96,7 @@ def run_segment(entries, config: RunConfig) -> dict:
         if s.error:
             writer.remove(part_relpath(s.plan.entry.video_id, 0, 0).rsplit("/", 1)[0])
             writer.remove(f"_state/{s.plan.stream:05d}")
-    _write_videos(writer, entries, plans, errors)
+    _write_videos(writer, entries, streams, errors)
     frames_done = sum(s.plan.chunks[c][1] - s.plan.chunks[c][0]
                       for s in streams for c in range(s.skipped, s.next_chunk))
     summary = {
@@ -114,16 +114,18 @@ def run_segment(entries, config: RunConfig) -> dict:
     return summary
 
 
-def _write_videos(writer, entries, plans, errors: dict) -> None:
-    info = {p.entry.video_id: p for p in plans}
+def _write_videos(writer, entries, streams, errors: dict) -> None:
+    """One row per manifest video; `seconds` is the actor time this run spent on it (0 when resumed whole)."""
+    by_id = {s.plan.entry.video_id: s for s in streams}
     rows = []
     for e in entries:
-        p = info.get(e.video_id)
+        s = by_id.get(e.video_id)
+        p = s.plan if s else None
         rows.append({"video_id": e.video_id, "url": e.url, "status": "failed" if e.video_id in errors else "ok",
                      "error": errors.get(e.video_id), "frames": p.info.num_frames if p else None,
                      "fps": p.info.fps if p else None, "width": p.info.width if p else None,
                      "height": p.info.height if p else None, "objects": len(p.first_frames) if p else None,
-                     "seconds": None})
+                     "seconds": sum(s.seconds.values()) if s else None})
     writer.write_table("videos.parquet", pa.Table.from_pylist(rows, schema=VIDEOS_SCHEMA))
 
 

@@ -138,7 +138,7 @@ def test_ray_job_submit(tmp_path, ray_cluster):
     assert counts == [("v0", 90), ("v1", 60)]
     assert_matches_direct(table, "v1", str(tmp_path / "v1.mp4"), prompts_json(1))
     videos = ds.dataset(str(out / "videos.parquet")).to_table().to_pandas()
-    assert list(videos.status) == ["ok", "ok"]
+    assert list(videos.status) == ["ok", "ok"] and (videos.seconds > 0).all()
 
 
 def test_s3_input_and_output(tmp_path, ray_cluster, s3_server):
