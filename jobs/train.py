@@ -44,6 +44,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--clip-grad", type=float, default=0.1, help="max grad norm (SAM 2 uses 0.1)")
     p.add_argument("--warmup", type=int, default=200, help="linear warm-up steps")
+    p.add_argument("--min-lr-ratio", type=float, default=0.1,
+                   help="cosine decay from --lr after warm-up to this share of it at --steps")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout in memory attention (SAM 2 uses 0.1; 0 trains a small model faster on CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=None, help="override the preset's 256 (multiple of 32)")
     p.add_argument("--curriculum", default="0:4,3000:8,8000:16",
@@ -131,10 +135,27 @@ def train_step(model, opt, args, step: int, device) -> dict:
             totals[k] = totals.get(k, 0.0) + float(v.detach()) / args.batch
         n += 1
     for g in opt.param_groups:
-        g["lr"] = args.lr * min(1.0, (step + 1) / max(args.warmup, 1))
+        g["lr"] = learning_rate(args, step)
     totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad))
     opt.step()
     return {**totals, "clip_length": length, "lr": opt.param_groups[0]["lr"]}
+
+
+def learning_rate(args, step: int) -> float:
+    """Linear warm-up, then cosine decay to args.min_lr_ratio * args.lr at args.steps."""
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    done = min(1.0, (step - args.warmup) / max(args.steps - args.warmup, 1))
+    return args.lr * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * done)))
+
+
+def set_dropout(model: torch.nn.Module, p: float) -> None:
+    """Every dropout in the model (modules and attention dropout_p) to p."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = p
+        if hasattr(m, "dropout_p"):
+            m.dropout_p = p
 
 
 def evaluate_jf(model, args, device) -> dict:
@@ -239,6 +260,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     model = load_model(PRESET, image_size=args.image_size, device=device).train()
+    set_dropout(model, args.dropout)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     step = 0
     if args.resume:

@@ -14,13 +14,15 @@ import torch
 
 @dataclass(frozen=True)
 class MemoryPolicy:
-    num_recent: int = 6  # N most recent tracked frames kept as spatial memory (the reference: 6), 1..32
+    # N most recent tracked frames kept as spatial memory and pointers (the reference: 6), 0..32; 0 switches
+    # memory off: every frame is decoded from its prompted frames' memories alone (an ablation).
+    num_recent: int = 6
     max_cond: int = 16  # prompted frames kept; the oldest is dropped beyond this (the reference: unbounded)
     decay: float = 0.0  # lambda: attention logits of a recent memory of age dt frames get -lambda*dt
 
     def __post_init__(self):
-        if not 1 <= self.num_recent <= 32:
-            raise ValueError(f"num_recent must be in 1..32, got {self.num_recent}")
+        if not 0 <= self.num_recent <= 32:
+            raise ValueError(f"num_recent must be in 0..32, got {self.num_recent}")
         if self.max_cond < 1:
             raise ValueError(f"max_cond must be >= 1, got {self.max_cond}")
         if not self.decay >= 0.0:
@@ -62,6 +64,8 @@ class ObjectMemory:
         self.num_cond_stored += 1
 
     def store_recent(self, frame: int, feats: torch.Tensor, ptr: torch.Tensor) -> None:
+        if not self.recent_frames:  # memory off: tracked frames are not remembered
+            return
         slot = frame % len(self.recent_frames)
         self.recent_feats[slot] = feats
         self.recent_frames[slot] = frame

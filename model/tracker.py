@@ -183,7 +183,8 @@ class StreamingTracker:
             state = states[t.stream]
             if t.object_id not in state.objects:
                 state.objects[t.object_id] = ObjectMemory.allocate(
-                    t.object_id, state.frame_index, self.policy, self.cfg.max_obj_ptrs - 1,
+                    t.object_id, state.frame_index, self.policy,
+                    self.cfg.max_obj_ptrs - 1 if self.policy.num_recent else 0,  # memory off: no recent pointers
                     tuple(mems.shape[1:]), decoded.obj_ptr.shape[1], self.device)
             bank = state.objects[t.object_id]
             if t.kind == PROMPT:

@@ -79,9 +79,27 @@ def test_memory_policies(tiny_model):
     many, state32 = run(MemoryPolicy(num_recent=32))
     assert state1.nbytes < state6.nbytes < state32.nbytes
     assert not torch.allclose(one[8:], default[8:])
-    for bad in (dict(num_recent=0), dict(num_recent=33), dict(max_cond=0), dict(decay=-1.0)):
+    off, state0 = run(MemoryPolicy(num_recent=0))
+    assert state0.nbytes < state1.nbytes and not torch.allclose(off[8:], default[8:])
+    for bad in (dict(num_recent=-1), dict(num_recent=33), dict(max_cond=0), dict(decay=-1.0)):
         with pytest.raises(ValueError, match=str(list(bad.values())[0])):
             MemoryPolicy(**bad)
+
+
+def test_memory_off_sees_only_the_prompted_frame(tiny_model):
+    """num_recent=0: a frame's output depends on the prompted frame and itself, never on frames between."""
+    frames = moving_shapes(12, 96, 128, seed=5)
+    scrambled = frames.copy()
+    scrambled[1:10] = frames[1:10][::-1]
+
+    def run(video):
+        tracker = StreamingTracker(tiny_model, MemoryPolicy(num_recent=0))
+        state = tracker.new_stream(96, 128)
+        return [tracker.step(state, f, prompts_for(96, 128) if t == 0 else ()).logits for t, f in enumerate(video)]
+
+    a, b = run(frames), run(scrambled)
+    torch.testing.assert_close(a[10], b[10], rtol=0, atol=0)
+    assert not torch.equal(a[3], b[3])  # scrambled[3] is frames[7]
 
 
 def test_objects_join_and_leave(tiny_model):
