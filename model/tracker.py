@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from torch.profiler import record_function
 
 from .errors import PromptError, StateError
 from .memory_bank import MemoryPolicy, ObjectMemory
@@ -19,6 +20,10 @@ from .sam2 import Decoded, FrameFeatures, SAM2Model
 from .state import TrackerState
 
 TRACK, PROMPT, CORRECT = "track", "prompt", "correct"
+# Profiler ranges around each stage of a step (free when no profiler runs); "mask_decoder" encloses
+# "memory_attention", so a profile's decoder time is the difference of the two.
+STAGE_LABELS = {name: f"samstream.{name}" for name in
+                ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")}
 
 
 @dataclass
@@ -92,12 +97,15 @@ class StreamingTracker:
         active = sorted({t.stream for t in tasks})
         if active:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                images = torch.stack([self.model.preprocess(frames[i]) for i in active])  # (B, 3, S, S)
-                feats = self.model.encode_frames(images)
+                with record_function(STAGE_LABELS["image_encoder"]):
+                    images = torch.stack([self.model.preprocess(frames[i]) for i in active])  # (B, 3, S, S)
+                    feats = self.model.encode_frames(images)
                 rows = torch.tensor([active.index(t.stream) for t in tasks], device=self.device)
-                decoded = self._decode(feats.select(rows), states, tasks)
-                low_res = fill_holes(decoded.low_res, self.fill_hole_area)
-                self._remember(feats.feat[rows], states, tasks, decoded, low_res)
+                with record_function(STAGE_LABELS["mask_decoder"]):
+                    decoded = self._decode(feats.select(rows), states, tasks)
+                    low_res = fill_holes(decoded.low_res, self.fill_hole_area)
+                with record_function(STAGE_LABELS["memory_encoder"]):
+                    self._remember(feats.feat[rows], states, tasks, decoded, low_res)
         results = [self._result(i, s, tasks, low_res if active else None, decoded if active else None)
                    for i, s in enumerate(states)]
         for s in states:
@@ -132,7 +140,8 @@ class StreamingTracker:
         out: list[Decoded | None] = [None] * len(tasks)
         tracked = [i for i, t in enumerate(tasks) if t.kind == TRACK or (t.kind == CORRECT and t.prompt.mask is None)]
         if tracked:
-            fused = self._fuse(feats, states, tasks, tracked)
+            with record_function(STAGE_LABELS["memory_attention"]):
+                fused = self._fuse(feats, states, tasks, tracked)
             first = self.model.decode(fused, [x[tracked] for x in feats.high_res], None, None, None, True)
             for j, i in enumerate(tracked):
                 out[i] = _row(first, j)
