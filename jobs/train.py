@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from PIL import Image, ImageDraw
 from safetensors.torch import save_file
 
@@ -60,8 +61,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--val-videos", type=int, default=3)
     p.add_argument("--val-frames", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--workers", type=int, default=1,
+                   help="data-parallel processes on this machine (gloo; each takes --batch clips per step)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per process (default: torch's choice; 1 per process with --workers > 1)")
     args = p.parse_args(argv)
     args.curriculum_steps = _parse_curriculum(p, args.curriculum)
+    if args.workers < 1:
+        p.error(f"--workers must be >= 1, got {args.workers}")
+    args.rank = 0
     return args
 
 
@@ -115,8 +123,9 @@ def to_input(model, frames: np.ndarray, masks: np.ndarray, device) -> tuple[torc
 
 def train_step(model, opt, args, step: int, device) -> dict:
     """One optimizer step over args.batch clips; returns the logged numbers."""
-    rng = np.random.default_rng([args.seed, step])  # data depends on (seed, step): resumes see new clips
-    gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+    # Data depends on (seed, step, rank): resumes see new clips, and data-parallel ranks different ones.
+    rng = np.random.default_rng([args.seed, step] + ([args.rank] if args.rank else []))
+    gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step + args.rank * 7_919_000_003)
     length = clip_length(args.curriculum_steps, step)
     opt.zero_grad(set_to_none=True)
     totals: dict[str, float] = {}
@@ -134,11 +143,27 @@ def train_step(model, opt, args, step: int, device) -> dict:
         for k, v in [("loss", loss), *parts.items()]:
             totals[k] = totals.get(k, 0.0) + float(v.detach()) / args.batch
         n += 1
+    if args.workers > 1:
+        totals = _all_reduce_mean(model, totals)
     for g in opt.param_groups:
         g["lr"] = learning_rate(args, step)
     totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad))
     opt.step()
     return {**totals, "clip_length": length, "lr": opt.param_groups[0]["lr"]}
+
+
+def _all_reduce_mean(model: torch.nn.Module, totals: dict[str, float]) -> dict[str, float]:
+    """Average gradients (one flat buffer) and the logged numbers over the data-parallel ranks."""
+    params = list(model.parameters())
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads] + [torch.tensor(list(totals.values()), device=grads[0].device)])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for p, g in zip(params, grads):
+        p.grad = flat[offset:offset + g.numel()].view_as(p).clone()
+        offset += g.numel()
+    return dict(zip(totals, flat[offset:].tolist()))
 
 
 def learning_rate(args, step: int) -> float:
@@ -256,37 +281,70 @@ def _log(out: Path, record: dict) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    out, device = Path(args.out), _device(args.device)
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
+    if args.resume and (not (out / WEIGHTS).exists() or not (out / STATE).exists()):
+        print(f"--resume: no checkpoint in {out}", file=sys.stderr)
+        return 2
+    if args.workers == 1:
+        return train(args)
+    import torch.multiprocessing as mp
+
+    port = _free_port()
+    mp.spawn(_rank_main, args=(args, port), nprocs=args.workers, join=True)
+    return 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, args, port: int) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=args.workers)
+    args.rank = rank
+    try:
+        train(args)
+    finally:
+        dist.destroy_process_group()
+
+
+def train(args) -> int:
+    """The training loop of one process; rank 0 logs, evaluates and saves."""
+    out, device, lead = Path(args.out), _device(args.device), args.rank == 0
+    threads = args.threads or (1 if args.workers > 1 else None)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(args.seed)  # every rank starts from the same weights
     model = load_model(PRESET, image_size=args.image_size, device=device).train()
     set_dropout(model, args.dropout)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    step = 0
-    if args.resume:
-        if not (out / WEIGHTS).exists() or not (out / STATE).exists():
-            print(f"--resume: no checkpoint in {out}", file=sys.stderr)
-            return 2
-        step = load_checkpoint(out, model, opt, device)
+    step = load_checkpoint(out, model, opt, device) if args.resume else 0
+    if args.resume and lead:
         print(f"resumed at step {step}")
     t0, start = time.time(), step
     while step < args.steps:
         record = train_step(model, opt, args, step, device)
         step += 1
-        if step % args.log_every == 0 or step == args.steps:
+        if lead and (step % args.log_every == 0 or step == args.steps):
             rate = (step - start) / (time.time() - t0)
-            _log(out, {"step": step, **record, "steps_per_s": rate})
-            print(f"step {step}  loss {record['loss']:.4g}  len {record['clip_length']}  {rate:.2f} steps/s")
-        if step % args.eval_every == 0 or step == args.steps:
+            _log(out, {"step": step, **record, "steps_per_s": rate, "workers": args.workers})
+            print(f"step {step}  loss {record['loss']:.4g}  len {record['clip_length']}  {rate:.2f} steps/s",
+                  flush=True)
+        if lead and (step % args.eval_every == 0 or step == args.steps):
             summary = evaluate_jf(model, args, device)
             model.train()
             _log(out, {"step": step, "val_JF": summary["JF"], "val_J": summary["J"], "val_F": summary["F"]})
-            print(f"step {step}  val J&F {summary['JF']:.4f}")
-        if step % args.save_every == 0 or step == args.steps:
+            print(f"step {step}  val J&F {summary['JF']:.4f}", flush=True)
+        if lead and (step % args.save_every == 0 or step == args.steps):
             save_checkpoint(out, model, opt, step)
-    if (out / LOG).exists():
+    if lead and (out / LOG).exists():
         plot_curves(out)
-    print(f"done: step {step}, checkpoint {out / WEIGHTS}")
+    if lead:
+        print(f"done: step {step}, checkpoint {out / WEIGHTS}")
     return 0
 
 
