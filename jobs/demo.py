@@ -1,76 +1,98 @@
-"""The README's first command: a sample corpus, a local Ray, the segment job, and a summary.
+"""The README's first command: a synthetic corpus with ground truth, a local Ray, the segment job with the
+embedded model, J&F against the truth, and a preview.
 
-Generates a few short videos of moving shapes (with prompts from their known geometry), runs jobs.segment
-on them with the embedded default model on 2 actors, and reads the masklet table back. Until the trained
-embedded model lands, the default is `synthetic-tiny` with random weights: the pipeline is real, the masks
-are not meaningful yet.
+Generates held-out synthetic videos (workers.synthetic, split "test": never trained on) as mp4 files with
+first-frame box prompts derived from the truth: a few short clips and two long videos in which objects pass
+behind occluders, leave the frame and come back. Runs jobs.segment on them with the embedded `synthetic-tiny`
+weights on 2 actors, scores the output with jobs.evaluate (DAVIS J&F; reappearance J&F), prints a summary,
+and writes an overlay mp4 and a PNG contact sheet of the first long video under <out>/preview/.
+
+    python -m jobs.demo [--out out/demo] [--short 4] [--short-frames 64] [--long 2] [--long-frames 600]
 """
+
+from __future__ import annotations
 
 import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
-import numpy as np
-
 from jobs import segment
+from jobs.evaluate import MaskletSource, Options, evaluate, print_summary, summarize
 from workers.masklets import read_masklets
 from workers.preview import write_contact_sheet, write_preview_video
-from workers.video_writer import write_mp4
+from workers.synthetic import PROMPT_KINDS, SyntheticConfig, write_corpus
+
+SHORT_START, LONG_START = 100_000, 200_000  # test-split indices of the demo's videos (the J&F benchmark uses 0..)
 
 
-def sample_video(num_frames: int, height: int, width: int, seed: int) -> tuple[np.ndarray, list[dict]]:
-    """(T, H, W, 3) uint8 frames of a disc and a square drifting over texture, and first-frame prompts."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = np.stack([80 + 40 * np.sin(xx / 19.0 + seed), 90 + 30 * np.cos(yy / 13.0), 100 + 0 * xx], -1)
-    frames = np.empty((num_frames, height, width, 3), np.uint8)
-    r, s = 0.15 * height, 0.1 * height
-    for t in range(num_frames):
-        img = base + rng.normal(0, 5, base.shape)
-        cx, cy = width * (0.25 + 0.4 * t / num_frames), height * 0.4
-        img[(xx - cx) ** 2 + (yy - cy) ** 2 < r ** 2] = (220, 50, 40)
-        sx, sy = width * (0.75 - 0.3 * t / num_frames), height * 0.7
-        img[(abs(xx - sx) < s) & (abs(yy - sy) < s)] = (40, 200, 90)
-        frames[t] = np.clip(img, 0, 255).astype(np.uint8)
-    prompts = [{"object_id": 1, "points": [[0.25 * width, 0.4 * height]], "labels": [1]},
-               {"object_id": 2, "box": [0.75 * width - s, 0.7 * height - s, 0.75 * width + s, 0.7 * height + s]}]
-    return frames, prompts
+def make_corpus(out: Path, args) -> tuple[Path, dict[str, Path]]:
+    """Both groups of videos (reused when present) -> (merged manifest, {group: its truth directory})."""
+    groups = {"short": (args.short, args.short_frames, SHORT_START), "long": (args.long, args.long_frames, LONG_START)}
+    lines, truth = [], {}
+    for name, (count, frames, start) in groups.items():
+        if count < 1:
+            continue
+        root = out / "corpus" / f"{name}-{count}x{frames}-{args.prompt}"
+        if not (root / "manifest.jsonl").exists():
+            cfg = SyntheticConfig(height=args.size, width=args.size, num_frames=frames)
+            write_corpus(root, "test", count, cfg, prompt_kind=args.prompt, start=start)
+        lines += (root / "manifest.jsonl").read_text().splitlines()
+        truth[name] = root / "truth"
+    manifest = out / "corpus" / "manifest.jsonl"
+    manifest.write_text("".join(line + "\n" for line in lines))
+    return manifest, truth
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m jobs.demo", description=__doc__)
-    ap.add_argument("--out", default="out/demo", help="where the corpus and the output go")
-    ap.add_argument("--videos", type=int, default=3)
-    ap.add_argument("--frames", type=int, default=90)
+    ap = argparse.ArgumentParser(prog="python -m jobs.demo", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="out/demo", help="where the corpus, the masks and the preview go")
+    ap.add_argument("--short", type=int, default=4, help="short clips")
+    ap.add_argument("--short-frames", type=int, default=64)
+    ap.add_argument("--long", type=int, default=2, help="long videos")
+    ap.add_argument("--long-frames", type=int, default=600)
+    ap.add_argument("--size", type=int, default=256, help="frame height and width (even)")
+    ap.add_argument("--prompt", default="box", choices=PROMPT_KINDS, help="first-frame prompt kind")
+    ap.add_argument("--actors", type=int, default=2)
     ap.add_argument("--preset", default="synthetic-tiny")
-    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--checkpoint", default=None, help="weights (default: the preset's embedded ones)")
     args = ap.parse_args(argv)
+    if args.short + args.long < 1:
+        ap.error(f"need at least one video, got --short {args.short} --long {args.long}")
     out = Path(args.out)
-    (out / "corpus").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in range(args.videos):
-        frames, prompts = sample_video(args.frames, 240, 320, seed=i)
-        path = write_mp4(out / "corpus" / f"clip{i}.mp4", frames)
-        rows.append({"url": str(path.resolve()), "video_id": f"clip{i}", "prompts": prompts})
-    manifest = out / "corpus" / "manifest.jsonl"
-    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    start = time.time()
+    manifest, truth = make_corpus(out, args)
+    print(f"corpus: {manifest} ({time.time() - start:.0f} s)")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the local Ray stays on loopback
-    job_args = ["--manifest", str(manifest), "--out", str(out / "masks"), "--preset", args.preset,
-                "--chunk-frames", "32", "--actors", "2"]
-    code = segment.main(job_args + (["--checkpoint", args.checkpoint] if args.checkpoint else []))
-    table = read_masklets(str(out / "masks")).to_pandas()
-    per_object = table.groupby(["video_id", "object_id"]).agg(frames=("frame_index", "count"),
-                                                              visible=("visible", "mean"), area=("area", "mean"))
-    print(per_object.to_string())
-    first = rows[0]
-    clip = table[table.video_id == first["video_id"]]
+    masks = out / "masks"
+    job = ["--manifest", str(manifest), "--out", str(masks), "--preset", args.preset, "--actors", str(args.actors)]
+    code = segment.main(job + (["--checkpoint", args.checkpoint] if args.checkpoint else []))
+    if code == 1:
+        return code
+    opts = Options(exclude_prompts=True)  # DAVIS: the prompted frame is not scored
+    for name, gt in truth.items():
+        print(f"\n{name} videos:")
+        table, report = evaluate(MaskletSource(str(gt), {}, "ground truth"),
+                                 MaskletSource(str(masks), {}, "prediction", extra=["is_prompt"]), opts)
+        report["extra_videos"] = []  # the other group's videos are scored in its own summary
+        print_summary(summarize(table, report), opts, f"(not written; python -m jobs.evaluate --pred {masks} "
+                                                      f"--gt {gt})")
+    preview(out, manifest, masks, "long" if args.long else "short")
+    print(f"\nread the masks back: pandas.read_parquet('{masks / 'masklets'}')   ({time.time() - start:.0f} s in all)")
+    return code
+
+
+def preview(out: Path, manifest: Path, masks: Path, group: str) -> None:
+    """Overlay mp4 + contact sheet of the first video of `group`."""
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    first = next(r for r in rows if f"/corpus/{group}-" in r["url"].replace(os.sep, "/"))
+    clip = read_masklets(str(masks)).to_pandas()
+    clip = clip[clip.video_id == first["video_id"]]
     video = write_preview_video(first["url"], clip, out / "preview" / f"{first['video_id']}.mp4")
     sheet = write_contact_sheet(first["url"], clip, out / "preview" / f"{first['video_id']}.png")
     print(f"preview: {video} and {sheet}")
-    print(f"read it back: pandas.read_parquet('{out / 'masks' / 'masklets'}')")
-    return code
 
 
 if __name__ == "__main__":

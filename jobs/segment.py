@@ -30,8 +30,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--manifest", required=True, help="JSON lines or Parquet manifest, any fsspec URL")
     ap.add_argument("--out", required=True, help="output directory, any fsspec URL")
     ap.add_argument("--preset", default="synthetic-tiny", help="model preset (default: %(default)s)")
-    ap.add_argument("--checkpoint", default=None, help="weights, any fsspec URL (default: the preset's "
-                                                       "random weights, seeded)")
+    ap.add_argument("--checkpoint", default=None,
+                    help="weights, any fsspec URL; 'random' for random (seeded) weights (default: the weights "
+                         "shipped with the preset, i.e. synthetic-tiny's trained ones, else random)")
     ap.add_argument("--image-size", type=int, default=None)
     ap.add_argument("--chunk-frames", type=int, default=64, help="frames per chunk (default: %(default)s)")
     ap.add_argument("--actors", type=int, default=None, help="actors (default: one per GPU, or 1 on CPU)")

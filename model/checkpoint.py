@@ -5,6 +5,7 @@ Only weights are read: `torch.load(weights_only=True)` or safetensors, never arb
 
 import io
 import re
+from pathlib import Path
 
 import fsspec
 import torch
@@ -13,6 +14,24 @@ from safetensors.torch import load as load_safetensors
 from .config import PRESETS, get_config
 from .errors import CheckpointError
 from .sam2 import SAM2Model
+
+
+# Weights that ship inside the package, by preset (see weights/MODEL_CARD.md).
+EMBEDDED_WEIGHTS = Path(__file__).with_name("weights")
+RANDOM = "random"  # the checkpoint value that asks for random (seeded) weights explicitly
+
+
+def embedded_checkpoint(preset: str) -> str | None:
+    """Path of the preset's shipped weights, or None when it ships none (the official presets)."""
+    path = EMBEDDED_WEIGHTS / f"{preset}.safetensors"
+    return str(path) if path.is_file() else None
+
+
+def resolve_checkpoint(preset: str, checkpoint: str | None) -> str | None:
+    """What a job loads: the given URL; "random" -> None (random weights); None -> the embedded weights."""
+    if checkpoint == RANDOM:
+        return None
+    return embedded_checkpoint(preset) if checkpoint is None else checkpoint
 
 
 def load_model(preset: str, checkpoint: str | None = None, image_size: int | None = None,

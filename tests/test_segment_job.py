@@ -19,7 +19,7 @@ import torch
 
 from cluster.manifest import read_manifest
 from cluster.run import RunConfig, run_segment
-from model import Prompt, StreamingTracker, load_model
+from model import Prompt, StreamingTracker, embedded_checkpoint, load_model
 from tests.encoded_videos import truncate_file, write_video, write_video_without_frames
 from tests.videos import moving_shapes
 from workers.masklets import MASKLET_PARTITIONING, decode_rle, read_masklets
@@ -49,7 +49,7 @@ def make_corpus(folder: Path, lengths: list[int], prefix: str = "v") -> Path:
 
 
 def run(manifest: Path | str, out: str, **kw) -> dict:
-    config = RunConfig(out=out, model=ModelSpec("synthetic-tiny"), progress=False, **kw)
+    config = RunConfig(out=out, model=ModelSpec("synthetic-tiny", embedded_checkpoint("synthetic-tiny")), progress=False, **kw)
     return run_segment(read_manifest(str(manifest), kw.get("storage_options")), config)
 
 
@@ -61,7 +61,7 @@ def sorted_table(out: str, storage_options=None):
 def direct_masks(url: str, prompts: list[dict]) -> dict:
     """(frame, object) -> mask from the StreamingTracker run directly on the decoded video."""
     torch.manual_seed(0)  # the workers seed their random weights the same way
-    tracker = StreamingTracker(load_model("synthetic-tiny"))
+    tracker = StreamingTracker(load_model("synthetic-tiny", embedded_checkpoint("synthetic-tiny")))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the actors run it: CPU kernels round differently per thread count
     try:

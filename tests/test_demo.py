@@ -1,0 +1,21 @@
+"""The README's first command on a tiny corpus: segment, evaluate against the truth, preview."""
+
+
+import pyarrow.dataset as ds
+from PIL import Image
+
+from jobs import demo
+
+
+def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    out = tmp_path / "demo"
+    code = demo.main(["--out", str(out), "--short", "2", "--short-frames", "12", "--long", "1",
+                      "--long-frames", "40", "--size", "96", "--actors", "2"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "short videos:" in text and "long videos:" in text and text.count("J&F ") >= 2
+    table = ds.dataset(str(out / "masks" / "masklets"), format="parquet", partitioning="hive").to_table()
+    assert set(table.column("video_id").to_pylist()) == {"test-100000", "test-100001", "test-200000"}
+    sheet = Image.open(out / "preview" / "test-200000.png")
+    assert sheet.size[0] > 0 and (out / "preview" / "test-200000.mp4").stat().st_size > 0
