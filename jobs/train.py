@@ -60,6 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--val-videos", type=int, default=3)
     p.add_argument("--val-frames", type=int, default=32)
+    p.add_argument("--val-prompt", default="box", choices=("points", "box"), help="first-frame prompt for val J&F")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--workers", type=int, default=1,
                    help="data-parallel processes on this machine (gloo; each takes --batch clips per step)")
@@ -184,20 +185,20 @@ def set_dropout(model: torch.nn.Module, p: float) -> None:
 
 
 def evaluate_jf(model, args, device) -> dict:
-    """J&F of the real StreamingTracker on val videos, prompted with one click per object."""
+    """J&F of the real StreamingTracker on val videos, prompted on their first frame (--val-prompt)."""
     tracker = StreamingTracker(model)  # puts the model in eval mode; the caller restores train mode
     S = model.cfg.image_size
     cfg = SyntheticConfig(height=S, width=S, num_frames=args.val_frames)
     vids, js, fs = [], [], []
     for i in range(args.val_videos):
         video = render_video(split_seed("val", i), cfg)
-        prompts = first_frame_prompts(video, "points", min_area=max(4, S * S // 1024))
+        prompts = first_frame_prompts(video, args.val_prompt, min_area=max(4, S * S // 1024))
         state = tracker.new_stream(S, S)
         ids = [int(o) for o in video.object_ids]
         scores = {p["object_id"]: ([], []) for p in prompts}
         for t in range(video.frames.shape[0]):
-            now = [Prompt(p["object_id"], points=p["points"], labels=p["labels"]) for p in prompts
-                   if p["frame_index"] == t]
+            now = [Prompt(p["object_id"], points=p.get("points"), labels=p.get("labels"), box=p.get("box"))
+                   for p in prompts if p["frame_index"] == t]
             res = tracker.step(state, video.frames[t], now)
             for oid in res.object_ids:
                 if t > next(p["frame_index"] for p in prompts if p["object_id"] == oid):  # DAVIS skips the prompt

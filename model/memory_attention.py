@@ -41,13 +41,17 @@ class RoPEAttention(Attention):
         """Rotations of an n_tokens grid, tiled `repeats` times: (repeats * n_tokens, d/2) complex."""
         key = (n_tokens, repeats, device)
         if key not in self._rotations:
-            w, h = self.feat_sizes
-            if w * h != n_tokens:  # another image size than configured: a square grid
-                w = h = math.isqrt(n_tokens)
-                assert w * h == n_tokens, f"{n_tokens} query tokens do not form a square grid"
-            rot = axial_rope_rotations(w, h, self.internal_dim // self.num_heads, self.rope_theta, device)
-            self._rotations[key] = rot.repeat(repeats, 1)
+            with torch.inference_mode(False):  # a normal tensor: the cache serves inference and training alike
+                self._rotations[key] = self._make_rotations(n_tokens, repeats, device)
         return self._rotations[key]
+
+    def _make_rotations(self, n_tokens: int, repeats: int, device: torch.device) -> torch.Tensor:
+        w, h = self.feat_sizes
+        if w * h != n_tokens:  # another image size than configured: a square grid
+            w = h = math.isqrt(n_tokens)
+            assert w * h == n_tokens, f"{n_tokens} query tokens do not form a square grid"
+        rot = axial_rope_rotations(w, h, self.internal_dim // self.num_heads, self.rope_theta, device)
+        return rot.repeat(repeats, 1)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0,
                 attn_bias: torch.Tensor | None = None) -> torch.Tensor:

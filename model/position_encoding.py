@@ -41,6 +41,7 @@ class SinePositionEncoding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         key = (x.shape[-2], x.shape[-1], x.device)
         if key not in self._cache:
-            self._cache[key] = sine_encoding_2d(key[0], key[1], self.channels, x.device, self.temperature)
+            with torch.inference_mode(False):  # a normal tensor: the cache serves inference and training alike
+                self._cache[key] = sine_encoding_2d(key[0], key[1], self.channels, x.device, self.temperature)
         pos = self._cache[key].to(x.dtype)
         return pos.unsqueeze(0).expand(x.shape[0], -1, -1, -1)  # (B, C, H, W)

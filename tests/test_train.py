@@ -102,3 +102,15 @@ def test_train_job_data_parallel(tmp_path):
     initial = load_model("synthetic-tiny", image_size=S).state_dict()
     trained = load_model("synthetic-tiny", checkpoint=str(tmp_path / "model.safetensors"), image_size=S).state_dict()
     assert any(not torch.equal(initial[k], trained[k]) for k in initial)
+
+
+def test_training_after_inference_reuses_caches(clip):
+    """Position caches filled under inference_mode (the tracker's validation) must serve training after it."""
+    frames, gt, index = clip
+    model = load_model("synthetic-tiny", image_size=S)
+    with torch.inference_mode():
+        clip_forward(model, frames, gt, index)
+    model.train()
+    loss, _ = clip_loss(clip_forward(model, frames, gt, index), gt)
+    loss.backward()
+    assert model.memory_attention.layers[0].cross_attn_image.q_proj.weight.grad is not None
