@@ -1,13 +1,15 @@
 """Train `synthetic-tiny` on synthetic clips rendered on the fly (train split seeds only).
 
-    python -m jobs.train --out DIR [--steps N] [--batch B] [--resume] [--lr 5e-4] [--seed 0]
+    python -m jobs.train --out DIR [--steps N] [--batch B] [--resume | --init WEIGHTS] [--workers W] [--lr 5e-4]
 
 Each step renders B videos, cuts one clip from each (length from the curriculum, random frame drops as
 occlusion gaps), runs model.train_step.clip_forward and sums model.losses per frame. Every --log-every
 steps a JSON line goes to DIR/log.jsonl; every --eval-every steps the real StreamingTracker runs on a few
-val-split videos with first-frame clicks and J&F is logged. Checkpoints: DIR/model.safetensors (loadable by
+val-split videos with first-frame prompts (--val-prompt) and J&F is logged. Checkpoints: DIR/model.safetensors (loadable by
 model.load_model("synthetic-tiny", checkpoint=...)) and DIR/train_state.pt (optimizer + step, weights-only
-torch file); --resume continues from them (step count and curriculum). DIR/curves.png plots the log.
+torch file); --resume continues from them (step count and curriculum); --init starts from given weights with a
+fresh optimizer. --workers W trains data-parallel in W processes (gloo, one thread each by default: on a
+2-core CPU two ranks train ~2x faster than one 2-thread process). DIR/curves.png plots the log.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20000, help="total optimizer steps (including resumed ones)")
     p.add_argument("--batch", type=int, default=2, help="clips per step")
     p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    p.add_argument("--init", default=None, help="start from these weights (any fsspec URL; e.g. the embedded "
+                                                "ones) with a fresh optimizer, counting steps from --start-step")
+    p.add_argument("--start-step", type=int, default=0, help="step count of --init's weights (schedules)")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--clip-grad", type=float, default=0.1, help="max grad norm (SAM 2 uses 0.1)")
@@ -323,7 +328,9 @@ def train(args) -> int:
     model = load_model(PRESET, image_size=args.image_size, device=device).train()
     set_dropout(model, args.dropout)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    step = load_checkpoint(out, model, opt, device) if args.resume else 0
+    step = load_checkpoint(out, model, opt, device) if args.resume else args.start_step
+    if args.init and not args.resume:
+        model.load_state_dict(load_model(PRESET, args.init, image_size=model.cfg.image_size).state_dict())
     if args.resume and lead:
         print(f"resumed at step {step}")
     t0, start = time.time(), step

@@ -114,3 +114,20 @@ def test_training_after_inference_reuses_caches(clip):
     loss, _ = clip_loss(clip_forward(model, frames, gt, index), gt)
     loss.backward()
     assert model.memory_attention.layers[0].cross_attn_image.q_proj.weight.grad is not None
+
+
+def test_train_job_starts_from_given_weights(tmp_path):
+    common = ["--batch", "1", "--image-size", str(S), "--curriculum", "0:2", "--val-videos", "1",
+              "--val-frames", "2", "--log-every", "1", "--device", "cpu"]
+    assert train_job.main([*common, "--out", str(tmp_path / "a"), "--steps", "1"]) == 0
+    weights = str(tmp_path / "a" / "model.safetensors")
+    assert train_job.main([*common, "--out", str(tmp_path / "b"), "--steps", "6", "--init", weights,
+                           "--start-step", "5"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [6]
+    first = load_model("synthetic-tiny", checkpoint=weights, image_size=S).state_dict()
+    second = load_model("synthetic-tiny", checkpoint=str(tmp_path / "b" / "model.safetensors"), image_size=S)
+    torch.manual_seed(1)
+    other = load_model("synthetic-tiny", image_size=S).state_dict()
+    moved = sum(float((v.float() - first[k].float()).norm()) for k, v in second.state_dict().items())
+    assert 0 < moved < sum(float((v.float() - first[k].float()).norm()) for k, v in other.items()) / 10
