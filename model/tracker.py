@@ -63,11 +63,19 @@ class _Task:
 
 
 class StreamingTracker:
-    def __init__(self, model: SAM2Model, policy: MemoryPolicy | None = None, fill_hole_area: int | None = None):
+    def __init__(self, model: SAM2Model, policy: MemoryPolicy | None = None, fill_hole_area: int | None = None,
+                 autocast_dtype: torch.dtype | None | str = "auto"):
         self.model = model.eval()
         self.cfg = model.cfg
         self.policy = policy or MemoryPolicy()
         self.fill_hole_area = self.cfg.fill_hole_area if fill_hole_area is None else fill_hole_area
+        # "auto": bf16 autocast on CUDA (as the reference runs), float32 on CPU (bit parity with it there);
+        # torch.bfloat16 on a CPU with AVX512-BF16 trades the last bits for speed.
+        if autocast_dtype == "auto":
+            autocast_dtype = torch.bfloat16 if self.device.type == "cuda" else None
+        if autocast_dtype not in (None, torch.bfloat16, torch.float16):
+            raise ValueError(f"autocast_dtype must be None, torch.bfloat16 or torch.float16, got {autocast_dtype!r}")
+        self.autocast_dtype = autocast_dtype
 
     @property
     def device(self) -> torch.device:
@@ -96,7 +104,8 @@ class StreamingTracker:
         tasks = [t for i, (s, p) in enumerate(zip(states, prompts_per_stream)) for t in self._plan(i, s, p)]
         active = sorted({t.stream for t in tasks})
         if active:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                                enabled=self.autocast_dtype is not None):
                 with record_function(STAGE_LABELS["image_encoder"]):
                     images = torch.stack([self.model.preprocess(frames[i]) for i in active])  # (B, 3, S, S)
                     feats = self.model.encode_frames(images)

@@ -149,3 +149,20 @@ def test_bad_frames_and_states(tiny_model):
     with pytest.raises(PromptError, match="correction needs a tracked object"):
         tracker.step(state, np.zeros((96, 128, 3), np.uint8), [Prompt(3, points=[[1, 1]], labels=[1], correction=True)])
     assert state.frame_index == 0
+
+
+def test_bf16_autocast_on_cpu_is_close_to_float32(tiny_model):
+    frames = moving_shapes(4, 96, 128, seed=6)
+
+    def run(dtype):
+        tracker = StreamingTracker(tiny_model, autocast_dtype=dtype)
+        state = tracker.new_stream(96, 128)
+        return torch.stack([tracker.step(state, f, prompts_for(96, 128) if t == 0 else ()).logits
+                            for t, f in enumerate(frames)])
+
+    full, half = run(None), run(torch.bfloat16)
+    assert not torch.equal(full, half)  # bf16 did run
+    agree = ((full > 0) == (half > 0)).float().mean()
+    assert agree > 0.97, f"bf16 masks agree with float32 on only {agree:.3f} of pixels"
+    with pytest.raises(ValueError, match="int8"):
+        StreamingTracker(tiny_model, autocast_dtype=torch.int8)
