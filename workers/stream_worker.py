@@ -36,6 +36,9 @@ class _Running:
     prompts: dict[int, list]
 
 
+AUTOCAST = {"auto": "auto", "fp32": None, "bf16": torch.bfloat16}  # ModelSpec.dtype -> StreamingTracker's
+
+
 class StreamWorker:
     def __init__(self, spec: ModelSpec, out_url: str, storage_options: dict | None = None,
                  device: str | None = None, num_threads: int | None = None, seed: int = 0):
@@ -45,7 +48,7 @@ class StreamWorker:
         torch.manual_seed(seed)  # random weights (no checkpoint) are the same in every actor
         model = load_model(spec.preset, spec.checkpoint, spec.image_size, device, storage_options)
         policy = MemoryPolicy(spec.num_recent, spec.max_cond, spec.decay)
-        self.tracker = StreamingTracker(model, policy, spec.fill_hole_area)
+        self.tracker = StreamingTracker(model, policy, spec.fill_hole_area, AUTOCAST[spec.dtype])
         self.writer = MaskletWriter(out_url, storage_options)
         self.storage_options = storage_options or {}
         self.states: dict[int, TrackerState] = {}  # fast path: the state after each stream's last chunk

@@ -16,6 +16,7 @@ class ModelSpec:
     max_cond: int = 16
     decay: float = 0.0
     fill_hole_area: int | None = None  # None = the preset's
+    dtype: str = "auto"  # autocast: "auto" (bf16 on CUDA, float32 on CPU), "fp32" or "bf16"
 
 
 @dataclass(frozen=True)
