@@ -24,8 +24,9 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m jobs.demo
 
+# The issue-6 comparison, sized for a CPU (the job's defaults, 512 px x 200 frames, take hours on 2 cores).
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.cpu_parity_speed
+	$(BIN)/python -m jobs.benchmark --image-size 256 --frames 40 --batch-sizes 1,2,4 --memory-lengths 100,300
 
 clean:
 	rm -rf $(VENV) out

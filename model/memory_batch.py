@@ -5,6 +5,7 @@ padded to the batch's largest S and P; padding gets an attention bias of -inf, a
 tokens of a recent memory of age dt get -decay * dt.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -31,30 +32,40 @@ def build_memory_batch(model, banks: list[ObjectMemory], frames: list[int], deca
     spatial_pos = model.memory_pos(device)  # (hw, Cm)
     hw = spatial_pos.shape[0]
     spatial = torch.zeros(N, S, hw, Cm, dtype=dtype, device=device)
-    spatial_tpos = torch.zeros(N, S, dtype=torch.long, device=device)
     ptrs = torch.zeros(N, P, C, dtype=dtype, device=device)
-    ptr_offsets = torch.zeros(N, P, device=device)
-    bias_s = torch.full((N, S), float("-inf"), device=device)
-    bias_p = torch.full((N, P), float("-inf"), device=device)
+    # Host metadata for every object first, then one copy per kind: no per-object host-to-device transfers.
+    tpos, offsets = [[0] * S for _ in range(N)], [[0.0] * P for _ in range(N)]
+    bias_s, bias_p = [[-math.inf] * S for _ in range(N)], [[-math.inf] * P for _ in range(N)]
     last_slot = cfg.num_maskmem - 1  # temporal slot of prompted frames; recent ones use 0..num_maskmem-2
     for i, (bank, view) in enumerate(zip(banks, views)):
         feats = torch.cat([bank.cond_feats[view.cond_slots], bank.recent_feats[view.recent_slots]])  # (s, Cm, h, w)
         s = feats.shape[0]
         spatial[i, :s] = feats.flatten(2).transpose(1, 2).to(dtype)  # (s, hw, Cm)
-        tpos = [last_slot] * len(view.cond_slots) + [min(d, last_slot) - 1 for d in view.recent_ages]
-        spatial_tpos[i, :s] = torch.tensor(tpos)
-        bias_s[i, :s] = torch.tensor([0.0] * len(view.cond_slots) + [-decay * d for d in view.recent_ages])
+        tpos[i][:s] = [last_slot] * len(view.cond_slots) + [min(d, last_slot) - 1 for d in view.recent_ages]
+        bias_s[i][:s] = [0.0] * len(view.cond_slots) + [-decay * d for d in view.recent_ages]
         p_cond, p_recent = view.ptr_cond_slots, view.ptr_recent_slots
         p = len(p_cond) + len(p_recent)
         ptrs[i, :p] = torch.cat([bank.cond_ptrs[p_cond], bank.ptrs[p_recent]]).to(dtype)
-        offsets = [frames[i] - bank.cond_frames[c] for c in p_cond] + list(view.ptr_recent_ages)
-        ptr_offsets[i, :p] = torch.tensor(offsets, dtype=torch.float32)
-        bias_p[i, :p] = torch.tensor([0.0] * len(p_cond) + [-decay * d for d in view.ptr_recent_ages])
+        offsets[i][:p] = [frames[i] - bank.cond_frames[c] for c in p_cond] + list(view.ptr_recent_ages)
+        bias_p[i][:p] = [0.0] * len(p_cond) + [-decay * d for d in view.ptr_recent_ages]
+    spatial_tpos = _to_device(tpos, torch.long, device)  # (N, S)
+    ptr_offsets = _to_device(offsets, torch.float32, device)  # (N, P)
     tpos_enc = model.maskmem_tpos_enc.view(cfg.num_maskmem, Cm)[spatial_tpos]  # (N, S, Cm)
     pos_s = spatial_pos[None, None] + tpos_enc[:, :, None, :]  # (N, S, hw, Cm)
     pos_p = model.pointer_pos(ptr_offsets.flatten()).view(N, P, Cm)  # (N, P, Cm)
     memory = torch.cat([spatial.flatten(1, 2), ptrs.view(N, P * k, Cm)], dim=1)  # (N, S*hw + P*k, Cm)
     memory_pos = torch.cat([pos_s.flatten(1, 2), pos_p.repeat_interleave(k, dim=1)], dim=1).to(dtype)
-    bias = torch.cat([bias_s.repeat_interleave(hw, dim=1), bias_p.repeat_interleave(k, dim=1)], dim=1)
     needs_bias = decay > 0 or any(v.num_spatial < S or v.num_ptrs < P for v in views)
-    return MemoryBatch(memory, memory_pos, P * k, bias if needs_bias else None)
+    if not needs_bias:
+        return MemoryBatch(memory, memory_pos, P * k, None)
+    bias_s, bias_p = _to_device(bias_s, torch.float32, device), _to_device(bias_p, torch.float32, device)
+    bias = torch.cat([bias_s.repeat_interleave(hw, dim=1), bias_p.repeat_interleave(k, dim=1)], dim=1)
+    return MemoryBatch(memory, memory_pos, P * k, bias)
+
+
+def _to_device(rows: list[list], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Host lists -> a device tensor; on CUDA through pinned memory, without waiting for the copy."""
+    host = torch.tensor(rows, dtype=dtype)
+    if device.type != "cuda":
+        return host
+    return host.pin_memory().to(device, non_blocking=True)
