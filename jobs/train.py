@@ -48,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--start-step", type=int, default=0, help="step count of --init's weights (schedules)")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--encoder-lr-scale", type=float, default=1.0,
+                   help="the image encoder's learning rate as a share of --lr (SAM 2 trains its trunk slower)")
     p.add_argument("--clip-grad", type=float, default=0.1, help="max grad norm (SAM 2 uses 0.1)")
     p.add_argument("--warmup", type=int, default=200, help="linear warm-up steps")
     p.add_argument("--min-lr-ratio", type=float, default=0.1,
@@ -60,12 +62,20 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="step:clip_length pairs; the clip length from each step on")
     p.add_argument("--drop-prob", type=float, default=0.15, help="chance each next frame is dropped")
     p.add_argument("--max-objects", type=int, default=3, help="objects per clip at most")
+    p.add_argument("--local-attention-init", type=float, default=0.0,
+                   help="from scratch: set the memory cross-attention's query and key biases to this constant, so "
+                        "that under RoPE each position first attends to the same position in memory (a locality "
+                        "prior; random init attends uniformly and the mask in memory is averaged away); 0 = off")
+    p.add_argument("--static-prob", type=float, default=0.0,
+                   help="share of clips that repeat one frame: the memory's position alone then tells the object, "
+                        "which bootstraps memory attention from scratch (it starts out attending uniformly)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--val-videos", type=int, default=3)
     p.add_argument("--val-frames", type=int, default=32)
-    p.add_argument("--val-prompt", default="box", choices=("points", "box"), help="first-frame prompt for val J&F")
+    p.add_argument("--val-prompt", default="box", choices=("points", "box", "mask"),
+                   help="first-frame prompt for val J&F (mask: the truth, as in DAVIS's semi-supervised protocol)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--workers", type=int, default=1,
                    help="data-parallel processes on this machine (gloo; each takes --batch clips per step)")
@@ -103,11 +113,13 @@ def sample_clip(rng: np.random.Generator, index: int, length: int, args, size: i
     video = render_video(split_seed("train", index), cfg)
     start = int(rng.integers(0, 9))
     idx = np.concatenate([[start], start + np.cumsum(gaps)]).astype(int)
+    # A still clip shows the same frame at every position (time still passes: the memory ages as usual).
+    shown = np.full_like(idx, start) if rng.random() < args.static_prob else idx
     min_area = max(4, size * size // 1024)
     keep = np.flatnonzero(video.areas[start] >= min_area)[:args.max_objects]  # prompted on position 0
     if keep.size == 0:
         return None
-    return video.frames[idx], video.masks[idx][:, keep], idx.tolist()
+    return video.frames[shown], video.masks[shown][:, keep], idx.tolist()
 
 
 def clip_recipe(rng: np.random.Generator, length: int) -> tuple[str, dict[int, int]]:
@@ -152,7 +164,7 @@ def train_step(model, opt, args, step: int, device) -> dict:
     if args.workers > 1:
         totals = _all_reduce_mean(model, totals)
     for g in opt.param_groups:
-        g["lr"] = learning_rate(args, step)
+        g["lr"] = learning_rate(args, step) * g["lr_scale"]
     totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad))
     opt.step()
     return {**totals, "clip_length": length, "lr": opt.param_groups[0]["lr"]}
@@ -180,6 +192,22 @@ def learning_rate(args, step: int) -> float:
     return args.lr * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * done)))
 
 
+def make_optimizer(model: torch.nn.Module, args) -> torch.optim.AdamW:
+    """AdamW with the image encoder in its own group (lr_scale = --encoder-lr-scale)."""
+    encoder = [p for n, p in model.named_parameters() if n.startswith("image_encoder.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("image_encoder.")]
+    groups = [{"params": encoder, "lr_scale": args.encoder_lr_scale}, {"params": rest, "lr_scale": 1.0}]
+    return torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
+
+
+def local_attention_init(model, value: float) -> None:
+    """Equal constant query/key biases in every memory cross-attention: RoPE then peaks at zero offset."""
+    with torch.no_grad():
+        for layer in model.memory_attention.layers:
+            layer.cross_attn_image.q_proj.bias.fill_(value)
+            layer.cross_attn_image.k_proj.bias.fill_(value)
+
+
 def set_dropout(model: torch.nn.Module, p: float) -> None:
     """Every dropout in the model (modules and attention dropout_p) to p."""
     for m in model.modules():
@@ -187,6 +215,12 @@ def set_dropout(model: torch.nn.Module, p: float) -> None:
             m.p = p
         if hasattr(m, "dropout_p"):
             m.dropout_p = p
+
+
+def _val_prompt(p: dict, video, t: int, ids: list[int], kind: str) -> Prompt:
+    if kind == "mask":
+        return Prompt(p["object_id"], mask=video.masks[t, ids.index(p["object_id"])])
+    return Prompt(p["object_id"], points=p.get("points"), labels=p.get("labels"), box=p.get("box"))
 
 
 def evaluate_jf(model, args, device) -> dict:
@@ -197,13 +231,13 @@ def evaluate_jf(model, args, device) -> dict:
     vids, js, fs = [], [], []
     for i in range(args.val_videos):
         video = render_video(split_seed("val", i), cfg)
-        prompts = first_frame_prompts(video, args.val_prompt, min_area=max(4, S * S // 1024))
+        kind = "points" if args.val_prompt == "mask" else args.val_prompt  # the mask itself comes from the truth
+        prompts = first_frame_prompts(video, kind, min_area=max(4, S * S // 1024))
         state = tracker.new_stream(S, S)
         ids = [int(o) for o in video.object_ids]
         scores = {p["object_id"]: ([], []) for p in prompts}
         for t in range(video.frames.shape[0]):
-            now = [Prompt(p["object_id"], points=p.get("points"), labels=p.get("labels"), box=p.get("box"))
-                   for p in prompts if p["frame_index"] == t]
+            now = [_val_prompt(p, video, t, ids, args.val_prompt) for p in prompts if p["frame_index"] == t]
             res = tracker.step(state, video.frames[t], now)
             for oid in res.object_ids:
                 if t > next(p["frame_index"] for p in prompts if p["object_id"] == oid):  # DAVIS skips the prompt
@@ -327,10 +361,12 @@ def train(args) -> int:
     torch.manual_seed(args.seed)  # every rank starts from the same weights
     model = load_model(PRESET, image_size=args.image_size, device=device).train()
     set_dropout(model, args.dropout)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    opt = make_optimizer(model, args)
     step = load_checkpoint(out, model, opt, device) if args.resume else args.start_step
     if args.init and not args.resume:
         model.load_state_dict(load_model(PRESET, args.init, image_size=model.cfg.image_size).state_dict())
+    elif not args.resume and args.local_attention_init:
+        local_attention_init(model, args.local_attention_init)
     if args.resume and lead:
         print(f"resumed at step {step}")
     t0, start = time.time(), step

@@ -131,3 +131,29 @@ def test_train_job_starts_from_given_weights(tmp_path):
     other = load_model("synthetic-tiny", image_size=S).state_dict()
     moved = sum(float((v.float() - first[k].float()).norm()) for k, v in second.state_dict().items())
     assert 0 < moved < sum(float((v.float() - first[k].float()).norm()) for k, v in other.items()) / 10
+
+
+def test_local_attention_init_carries_each_objects_mask_through_memory(clip):
+    """At random init memory attention averages memory uniformly, so two objects' fused features barely differ;
+    the locality prior (equal query/key biases under RoPE) makes each position read its own memory position."""
+    frames, gt, _ = clip
+
+    def object_spread(model) -> float:
+        with torch.no_grad():
+            feats = model.encode_frames(frames[:2])
+            O = gt.shape[1]
+            f0, f1 = feats.select(torch.zeros(O, dtype=torch.long)), feats.select(torch.ones(O, dtype=torch.long))
+            d = model.decode_mask_prompt(f0.feat, f0.high_res, gt[0][:, None].float())
+            mem = model.encode_memory(f0.feat, model.upsample(d.low_res), d.object_score_logits,
+                                      torch.ones(O, dtype=torch.bool))
+            memory = mem.flatten(2).transpose(1, 2)  # (O, hw, Cm)
+            pos = model.memory_pos(memory.device)[None].expand(O, -1, -1)
+            fused = model.fuse_with_memory(f1.feat, f1.pos, memory, pos, 0, None)
+            return float((fused[0] - fused[1]).abs().mean() / fused.std())
+
+    torch.manual_seed(0)
+    plain = load_model("synthetic-tiny", image_size=S)
+    torch.manual_seed(0)
+    local = load_model("synthetic-tiny", image_size=S)
+    train_job.local_attention_init(local, 3.0)
+    assert object_spread(local) > 1.5 * object_spread(plain)  # about 2x at init; training widens it fast
