@@ -331,6 +331,7 @@ def main(argv=None) -> int:
     import torch.multiprocessing as mp
 
     port = _free_port()
+    args.parent_pid = os.getpid()  # ranks stop when this process is gone (killing it must stop the run)
     mp.spawn(_rank_main, args=(args, port), nprocs=args.workers, join=True)
     return 0
 
@@ -371,6 +372,8 @@ def train(args) -> int:
         print(f"resumed at step {step}")
     t0, start = time.time(), step
     while step < args.steps:
+        if args.workers > 1 and os.getppid() != args.parent_pid:
+            raise SystemExit(f"rank {args.rank}: the launching process {args.parent_pid} is gone; stopping")
         record = train_step(model, opt, args, step, device)
         step += 1
         if lead and (step % args.log_every == 0 or step == args.steps):
