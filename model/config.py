@@ -62,10 +62,11 @@ for _size, _trunk in (("tiny", _TINY), ("small", _SMALL), ("base-plus", _BASE_PL
     PRESETS[f"sam2-{_size}"] = ModelConfig(f"sam2-{_size}", _trunk, sam21=False)
     PRESETS[f"sam2.1-{_size}"] = ModelConfig(f"sam2.1-{_size}", _trunk, sam21=True)
 
-# Our own small model: a few million parameters at 256 px, trained on synthetic videos.
+# Our own small model: 3.1M parameters at 128 px (the size it was trained at on a 2-core CPU), trained on
+# synthetic videos; its weights ship in model/weights/ (MODEL_CARD.md).
 PRESETS["synthetic-tiny"] = ModelConfig(
     "synthetic-tiny", HieraConfig(32, 1, (1, 1, 2, 1), (2, 3, 4), (4, 4), (8, 4, 4, 2)),
-    image_size=256, d_model=128, mem_dim=32, memory_attention_layers=2, memory_attention_ffn=512,
+    image_size=128, d_model=128, mem_dim=32, memory_attention_layers=2, memory_attention_ffn=512,
     decoder_mlp_dim=512,
 )
 
