@@ -36,7 +36,11 @@ class ModelConfig:
     sigmoid_scale_for_mem_enc: float = 20.0  # mask logits -> memory encoder input: sigmoid * scale + bias
     sigmoid_bias_for_mem_enc: float = -10.0
     binarize_mask_from_pts_for_mem_enc: bool = True  # prompted frames are stored exactly as the user saw them
-    multimask_max_pt_num: int = 1  # clicks up to this count get 3 candidate masks (0 clicks: tracking frames)
+    multimask_max_pt_num: int = 1  # clicks up to this count get 3 candidate masks
+    # Tracked frames (no clicks) get 3 candidates and keep the one with the best predicted IoU (SAM 2.1). Off for
+    # our small model: trained from scratch, the min-over-candidates loss lets its candidates cover the scene's
+    # objects whatever the memory says, and it learns to ignore the memory.
+    multimask_for_tracking: bool = True
     dynamic_multimask_via_stability: bool = True  # fall back to the best multimask output when unstable
     dynamic_multimask_stability_delta: float = 0.05
     dynamic_multimask_stability_thresh: float = 0.98
@@ -67,7 +71,7 @@ for _size, _trunk in (("tiny", _TINY), ("small", _SMALL), ("base-plus", _BASE_PL
 PRESETS["synthetic-tiny"] = ModelConfig(
     "synthetic-tiny", HieraConfig(32, 1, (1, 1, 2, 1), (2, 3, 4), (4, 4), (8, 4, 4, 2)),
     image_size=128, d_model=128, mem_dim=32, memory_attention_layers=2, memory_attention_ffn=512,
-    decoder_mlp_dim=512,
+    decoder_mlp_dim=512, multimask_max_pt_num=0, multimask_for_tracking=False, dynamic_multimask_via_stability=False,
 )
 
 

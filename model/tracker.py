@@ -151,7 +151,8 @@ class StreamingTracker:
         if tracked:
             with record_function(STAGE_LABELS["memory_attention"]):
                 fused = self._fuse(feats, states, tasks, tracked)
-            first = self.model.decode(fused, [x[tracked] for x in feats.high_res], None, None, None, True)
+            first = self.model.decode(fused, [x[tracked] for x in feats.high_res], None, None, None,
+                                      self.cfg.multimask_for_tracking)
             for j, i in enumerate(tracked):
                 out[i] = _row(first, j)
             corrections = [(j, i) for j, i in enumerate(tracked) if tasks[i].kind == CORRECT]

@@ -150,7 +150,7 @@ def _first_decode(model, f, gt, prompt, points, labels, pos, mems, ptrs, frame_i
         return step, ptr, fused
     memory, memory_pos, n_ptr = _clip_memory(model, mems, ptrs, frame_index, pos, num_recent)
     fused = model.fuse_with_memory(feat, f.pos, memory, memory_pos, n_ptr, None)
-    step, ptr = _decode_all(model, fused, high_res, None, None, None, True)  # tracking: multimask, as inference
+    step, ptr = _decode_all(model, fused, high_res, None, None, None, model.cfg.multimask_for_tracking)  # as inference
     return step, ptr, fused
 
 

@@ -39,7 +39,8 @@ def test_gradients_reach_memory_modules(clip):
     model = _model()
     outputs = clip_forward(model, frames, gt, index, "point", {0: 1, 1: 1}, torch.Generator().manual_seed(0))
     assert [len(o.steps) for o in outputs] == [2, 2]
-    assert outputs[1].steps[0].logits.shape == (gt.shape[1], 3, S // 4, S // 4)  # tracking: all candidates
+    # synthetic-tiny tracks with one mask (multimask_for_tracking=False); official presets with 3 candidates
+    assert outputs[1].steps[0].logits.shape == (gt.shape[1], 1, S // 4, S // 4)
     # Only the memory-conditioned frame's loss: its gradient can reach the memory pathway only through memory.
     loss, _ = clip_loss(outputs[1:], gt)
     loss.backward()
