@@ -62,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="step:clip_length pairs; the clip length from each step on")
     p.add_argument("--drop-prob", type=float, default=0.15, help="chance each next frame is dropped")
     p.add_argument("--max-objects", type=int, default=3, help="objects per clip at most")
+    p.add_argument("--prompt-mix", default="mask:0.5,point:0.25,box:0.25",
+                   help="first-frame prompt kinds and their shares (SAM 2's by default)")
     p.add_argument("--local-attention-init", type=float, default=0.0,
                    help="from scratch: set the memory cross-attention's query and key biases to this constant, so "
                         "that under RoPE each position first attends to the same position in memory (a locality "
@@ -83,6 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="torch threads per process (default: torch's choice; 1 per process with --workers > 1)")
     args = p.parse_args(argv)
     args.curriculum_steps = _parse_curriculum(p, args.curriculum)
+    args.prompt_mix = _parse_mix(p, args.prompt_mix)
     if args.workers < 1:
         p.error(f"--workers must be >= 1, got {args.workers}")
     args.rank = 0
@@ -97,6 +100,17 @@ def _parse_curriculum(p, text: str) -> list[tuple[int, int]]:
     if not pairs or pairs[0][0] != 0 or any(n < 1 for _, n in pairs):
         p.error(f"--curriculum must start at step 0 with lengths >= 1, got {text!r}")
     return pairs
+
+
+def _parse_mix(p, text: str) -> dict[str, float]:
+    try:
+        mix = {k: float(v) for k, v in (item.split(":") for item in text.split(","))}
+    except ValueError:
+        p.error(f"--prompt-mix must be kind:share pairs like mask:0.5,point:0.25,box:0.25, got {text!r}")
+    if not mix or set(mix) - {"mask", "point", "box"} or any(v < 0 for v in mix.values()) or sum(mix.values()) <= 0:
+        p.error(f"--prompt-mix kinds are mask, point, box with shares >= 0 (not all 0), got {text!r}")
+    total = sum(mix.values())
+    return {k: v / total for k, v in mix.items()}
 
 
 def clip_length(curriculum: list[tuple[int, int]], step: int) -> int:
@@ -122,10 +136,10 @@ def sample_clip(rng: np.random.Generator, index: int, length: int, args, size: i
     return video.frames[shown], video.masks[shown][:, keep], idx.tolist()
 
 
-def clip_recipe(rng: np.random.Generator, length: int) -> tuple[str, dict[int, int]]:
-    """SAM 2's prompt mix (mask half the time, else a click or a box) and corrective clicks: on the prompt
-    frame and on one random later frame."""
-    prompt = "mask" if rng.random() < 0.5 else ("point" if rng.random() < 0.5 else "box")
+def clip_recipe(rng: np.random.Generator, length: int, mix: dict[str, float]) -> tuple[str, dict[int, int]]:
+    """The first frame's prompt kind drawn from `mix` (SAM 2's: a mask half the time, else a click or a box) and
+    corrective clicks: on the prompt frame and on one random later frame."""
+    prompt = str(rng.choice(list(mix), p=list(mix.values())))
     clicks = {0: 1}
     if length > 1:
         clicks[int(rng.integers(1, length))] = 1
@@ -153,7 +167,7 @@ def train_step(model, opt, args, step: int, device) -> dict:
         if clip is None:
             continue
         frames, gt = to_input(model, clip[0], clip[1], device)
-        prompt, clicks = clip_recipe(rng, length)
+        prompt, clicks = clip_recipe(rng, length, args.prompt_mix)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             outputs = clip_forward(model, frames, gt, clip[2], prompt, clicks, gen)
         loss, parts = clip_loss(outputs, gt)
