@@ -5,11 +5,14 @@ Only weights are read: `torch.load(weights_only=True)` or safetensors, never arb
 
 import io
 import re
+import zipfile
 from pathlib import Path
 
 import fsspec
 import torch
+from fsspec.implementations.local import LocalFileSystem
 from safetensors.torch import load as load_safetensors
+from safetensors.torch import load_file as load_safetensors_file
 
 from .config import PRESETS, get_config
 from .errors import CheckpointError
@@ -46,16 +49,21 @@ def load_model(preset: str, checkpoint: str | None = None, image_size: int | Non
 
 
 def read_state_dict(url: str, storage_options: dict | None = None) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint: an official .pt (its "model" entry), a bare state dict, or safetensors."""
+    """Tensors of a checkpoint: an official .pt (its "model" entry), a bare state dict, or safetensors.
+    Local files are memory-mapped (no second copy of the weights in memory); others are read whole."""
     try:
-        with fsspec.open(url, "rb", **(storage_options or {})) as f:
-            data = f.read()
+        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        local = isinstance(fs, LocalFileSystem)
+        with fs.open(path, "rb") as f:
+            data = f.read(9) if local else f.read()
     except (OSError, ValueError) as e:
         raise CheckpointError(f"cannot read checkpoint {url}: {e}", url) from e
     try:
         if data[8:9] == b"{":  # safetensors: 8-byte header length, then a JSON header
-            return load_safetensors(data)
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            return load_safetensors_file(path) if local else load_safetensors(data)
+        mmap = local and zipfile.is_zipfile(path)  # torch can only memory-map its zip format, not legacy files
+        source = path if mmap else io.BytesIO(data if not local else Path(path).read_bytes())
+        obj = torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # an unpickler refusal or a corrupt file: either way not loadable
         raise CheckpointError(f"checkpoint {url} is not a weights-only torch file or safetensors: {e}", url) from e
     state_dict = obj.get("model", obj) if isinstance(obj, dict) else None
