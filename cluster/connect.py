@@ -1,6 +1,7 @@
 """Connecting to Ray: the cluster named by --address / RAY_ADDRESS (as under `ray job submit`), or a local one."""
 
 import os
+from contextlib import contextmanager
 
 import ray
 
@@ -13,6 +14,18 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
         else:  # a private local cluster; num_gpus may be logical (tests on CPU machines)
             ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False)
     return ray.cluster_resources()
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None):
+    """connect() for the length of a run: a Ray this call started is shut down at the end (a job run in-process
+    twice, or by a test, must not find the first run's private cluster); one already connected is left as is."""
+    started = not ray.is_initialized()
+    try:
+        yield connect(address, num_cpus, num_gpus)
+    finally:
+        if started and ray.is_initialized():
+            ray.shutdown()
 
 
 def actor_resources(resources: dict, actors: int | None, threads: int = 1) -> tuple[int, dict]:

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from workers.masklets import MaskletWriter, part_relpath
 from workers.tasks import ModelSpec
 
-from .connect import actor_resources, connect
+from .connect import actor_resources, ray_session
 from .plan import plan_streams, probe_all
 from .schedule import Scheduler, StreamProgress, resume_point
 
@@ -82,14 +82,14 @@ def run_segment(entries, config: RunConfig) -> dict:
     todo = [s for s in streams if not s.done]
     frames_todo = sum(s.plan.chunks[-1][1] - s.plan.chunks[s.next_chunk][0] for s in todo)
     if todo:
-        resources = connect(config.address, config.num_cpus, config.num_gpus)
-        n, request = actor_resources(resources, config.actors, config.threads_per_actor)
-        per_actor = config.streams_per_actor or (4 if resources.get("GPU") else 1)
-        with tqdm(total=frames_todo, unit="frame", disable=not config.progress, desc="segment") as bar:
-            scheduler = Scheduler(config.model, config.out, so, min(n, len(todo)), request, config.threads_per_actor,
-                                  per_actor, config.max_retries, bar)
-            scheduler.run(todo)
-            restarts = scheduler.restarts - min(n, len(todo))
+        with ray_session(config.address, config.num_cpus, config.num_gpus) as resources:
+            n, request = actor_resources(resources, config.actors, config.threads_per_actor)
+            per_actor = config.streams_per_actor or (4 if resources.get("GPU") else 1)
+            with tqdm(total=frames_todo, unit="frame", disable=not config.progress, desc="segment") as bar:
+                scheduler = Scheduler(config.model, config.out, so, min(n, len(todo)), request,
+                                      config.threads_per_actor, per_actor, config.max_retries, bar)
+                scheduler.run(todo)
+                restarts = scheduler.restarts - min(n, len(todo))
     else:
         restarts = 0
     seconds = time.time() - started

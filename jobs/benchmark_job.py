@@ -61,17 +61,13 @@ def write_corpus(bench, videos: int) -> tuple[Path, list[str]]:
 def bench_job(bench) -> None:
     """For each actor count: the whole segment job (median of the repeats), then our tracker alone in as many
     processes on the same videos, pre-decoded, stepping as many streams together as an actor does."""
-    import ray
-
-    from cluster.connect import actor_resources, connect
+    from cluster.connect import actor_resources, ray_session
 
     cfg = bench.cfg
     videos = max(cfg.actors)
     manifest, urls = write_corpus(bench, videos)
-    started = not ray.is_initialized()
     local = not (cfg.address or os.environ.get("RAY_ADDRESS"))
-    resources = connect(cfg.address, None, 0 if cfg.device == "cpu" and local else None)
-    try:
+    with ray_session(cfg.address, None, 0 if cfg.device == "cpu" and local else None) as resources:
         gpus = int(resources.get("GPU", 0))
         if (gpus > 0) != (cfg.device == "cuda"):
             bench.notes.append(f"job: the Ray cluster's actors ran on {'GPUs' if gpus else 'CPUs'}, not "
@@ -84,9 +80,6 @@ def bench_job(bench) -> None:
             if n not in done:
                 done.add(n)
                 _job_rows(bench, manifest, urls, n, 4 if gpus else 1)
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def _job_rows(bench, manifest: Path, urls: list[str], actors: int, per_actor: int) -> None:

@@ -2,6 +2,7 @@
 
 
 import pyarrow.dataset as ds
+import ray
 from PIL import Image
 
 from jobs import demo
@@ -14,6 +15,7 @@ def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
                       "--long-frames", "40", "--size", "96", "--actors", "2"])
     text = capsys.readouterr().out
     assert code == 0, text
+    assert not ray.is_initialized(), "the private Ray the job started must be shut down with it"
     assert "short videos:" in text and "long videos:" in text and text.count("J&F ") >= 2
     table = ds.dataset(str(out / "masks" / "masklets"), format="parquet", partitioning="hive").to_table()
     assert set(table.column("video_id").to_pylist()) == {"test-100000", "test-100001", "test-200000"}
