@@ -30,6 +30,7 @@ from safetensors.torch import save_file
 
 from model import Prompt, StreamingTracker, load_model
 from model.metrics import davis_summary, frame_scores, object_score
+from model.losses import MaskLossWeights
 from model.train_step import clip_forward, clip_loss
 from workers.synthetic import SyntheticConfig, first_frame_prompts, render_video, split_seed
 
@@ -68,6 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="from scratch: set the memory cross-attention's query and key biases to this constant, so "
                         "that under RoPE each position first attends to the same position in memory (a locality "
                         "prior; random init attends uniformly and the mask in memory is averaged away); 0 = off")
+    p.add_argument("--temporal-weight", type=float, default=0.0,
+                   help="weight of the temporal consistency loss (mask changes the truth does not make) next to "
+                        "focal 20 : dice 1 : iou 1 : presence 1; it is logged whatever its weight")
     p.add_argument("--static-prob", type=float, default=0.0,
                    help="share of clips that repeat one frame: the memory's position alone then tells the object, "
                         "which bootstraps memory attention from scratch (it starts out attending uniformly)")
@@ -86,8 +90,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.curriculum_steps = _parse_curriculum(p, args.curriculum)
     args.prompt_mix = _parse_mix(p, args.prompt_mix)
-    if args.workers < 1:
-        p.error(f"--workers must be >= 1, got {args.workers}")
+    for name in ("workers", "steps", "batch", "log_every", "eval_every", "save_every"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     args.rank = 0
     return args
 
@@ -170,7 +175,7 @@ def train_step(model, opt, args, step: int, device) -> dict:
         prompt, clicks = clip_recipe(rng, length, args.prompt_mix)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             outputs = clip_forward(model, frames, gt, clip[2], prompt, clicks, gen)
-        loss, parts = clip_loss(outputs, gt)
+        loss, parts = clip_loss(outputs, gt, MaskLossWeights(temporal=args.temporal_weight))
         (loss / args.batch).backward()
         for k, v in [("loss", loss), *parts.items()]:
             totals[k] = totals.get(k, 0.0) + float(v.detach()) / args.batch

@@ -158,3 +158,24 @@ def test_local_attention_init_carries_each_objects_mask_through_memory(clip):
     local = load_model("synthetic-tiny", image_size=S)
     train_job.local_attention_init(local, 3.0)
     assert object_spread(local) > 1.5 * object_spread(plain)  # about 2x at init; training widens it fast
+
+
+def test_temporal_weight_adds_the_weighted_temporal_term(tmp_path):
+    def first_step(weight: float) -> dict:
+        out = tmp_path / f"w{weight}"
+        assert train_job.main(["--out", str(out), "--batch", "1", "--image-size", str(S), "--curriculum", "0:3",
+                               "--steps", "1", "--val-videos", "1", "--val-frames", "2", "--device", "cpu",
+                               "--temporal-weight", str(weight)]) == 0
+        return next(json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if "loss" in line)
+
+    plain, weighted = first_step(0.0), first_step(5.0)
+    assert plain["temporal"] > 0  # the clip's masks move, so an untrained model's predictions change too
+    assert weighted["loss"] == pytest.approx(plain["loss"] + 5.0 * plain["temporal"], rel=1e-4)
+
+
+@pytest.mark.parametrize("flag", ["--eval-every", "--save-every", "--steps", "--workers"])
+def test_bad_counts_are_refused_naming_the_value(tmp_path, capsys, flag):
+    with pytest.raises(SystemExit) as exit_info:
+        train_job.main(["--out", str(tmp_path), flag, "0"])
+    assert exit_info.value.code == 2 and f"{flag} must be >= 1, got 0" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything is written
