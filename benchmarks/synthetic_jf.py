@@ -6,7 +6,7 @@ files with a manifest of first-frame prompts, runs the real segment job on it tw
 jobs.evaluate (DAVIS J&F; the prompted frame left out, as in DAVIS's semi-supervised protocol; reappearance
 J&F over the 5 frames after every return from >= 5 hidden frames).
 
-    python -m benchmarks.synthetic_jf [--videos 50] [--frames 64] [--prompt box] [--checkpoint URL]
+    python -m benchmarks.synthetic_jf [--videos 50] [--frames 64] [--prompt mask] [--checkpoint URL]
                                       [--out out/synthetic_jf] [--actors 2]
 
 Writes <out>/results.json and <out>/results.md and prints the table. The corpus is reused when present.
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.synthetic_jf", description=__doc__.split("\n")[0])
     ap.add_argument("--videos", type=int, default=50)
     ap.add_argument("--frames", type=int, default=64)
-    ap.add_argument("--prompt", default="box", choices=PROMPT_KINDS)
+    ap.add_argument("--prompt", default="mask", choices=PROMPT_KINDS)
     ap.add_argument("--preset", default="synthetic-tiny")
     ap.add_argument("--checkpoint", default=None, help="weights (default: the preset's embedded ones)")
     ap.add_argument("--image-size", type=int, default=None)

@@ -2,7 +2,8 @@
 embedded model, J&F against the truth, and a preview.
 
 Generates held-out synthetic videos (workers.synthetic, split "test": never trained on) as mp4 files with
-first-frame box prompts derived from the truth: a few short clips and two long videos in which objects pass
+each object's true mask on the first frame it is visible (DAVIS's semi-supervised protocol; --prompt box or
+points for the other kinds): a few short clips and two long videos in which objects pass
 behind occluders, leave the frame and come back. Runs jobs.segment on them with the embedded `synthetic-tiny`
 weights on 2 actors, scores the output with jobs.evaluate (DAVIS J&F; reappearance J&F), prints a summary,
 and writes an overlay mp4 and a PNG contact sheet of the first long video under <out>/preview/.
@@ -54,7 +55,8 @@ def main(argv=None) -> int:
     ap.add_argument("--long", type=int, default=2, help="long videos")
     ap.add_argument("--long-frames", type=int, default=600)
     ap.add_argument("--size", type=int, default=256, help="frame height and width (even)")
-    ap.add_argument("--prompt", default="box", choices=PROMPT_KINDS, help="first-frame prompt kind")
+    ap.add_argument("--prompt", default="mask", choices=PROMPT_KINDS,
+                    help="first-frame prompt kind (default: the true mask, DAVIS's semi-supervised protocol)")
     ap.add_argument("--actors", type=int, default=2)
     ap.add_argument("--preset", default="synthetic-tiny")
     ap.add_argument("--checkpoint", default=None, help="weights (default: the preset's embedded ones)")
