@@ -62,7 +62,7 @@ def read_state_dict(url: str, storage_options: dict | None = None) -> dict[str, 
         if data[8:9] == b"{":  # safetensors: 8-byte header length, then a JSON header
             return load_safetensors_file(path) if local else load_safetensors(data)
         mmap = local and zipfile.is_zipfile(path)  # torch can only memory-map its zip format, not legacy files
-        source = path if mmap else io.BytesIO(data if not local else Path(path).read_bytes())
+        source = path if local else io.BytesIO(data)
         obj = torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # an unpickler refusal or a corrupt file: either way not loadable
         raise CheckpointError(f"checkpoint {url} is not a weights-only torch file or safetensors: {e}", url) from e
