@@ -42,6 +42,7 @@ from .benchmark_probe import probe_main
 from .benchmark_report import Row, RunInfo, add_ratios, git_commit, machine_info, markdown, now, plot, write_parquet
 
 WHICH = ("ref", "ours", "batched", "job", "memory")
+SYSTEMS = ("reference", "samstream")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,6 +71,15 @@ def _which(text: str) -> tuple[str, ...]:
     return names
 
 
+def _systems(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",")))
+    unknown = [n for n in names if n not in SYSTEMS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown system {(unknown or [''])[0]!r} in {text!r}; known: "
+                                         f"{','.join(SYSTEMS)}")
+    return names
+
+
 def parse_args(argv) -> argparse.Namespace:
     ap = _Parser(prog="python -m jobs.benchmark", description=__doc__,
                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,11 +92,17 @@ def parse_args(argv) -> argparse.Namespace:
     ap.add_argument("--actors", type=_positive_list, default=None,
                     help="actor counts of the job runs (default: 1,2 on CPU; 1..GPUs with GPUs)")
     ap.add_argument("--memory-lengths", type=_positive_list, default=(100, 1000, 3000), help="video lengths")
+    ap.add_argument("--memory-systems", type=_systems, default=SYSTEMS,
+                    help="systems measured at each memory length (default: both; 'samstream' alone reaches "
+                         "lengths the reference would take hours over)")
     ap.add_argument("--which", type=_which, default=WHICH, help=f"subset of {','.join(WHICH)} (default: all)")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ap.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
                     help="autocast of both systems: auto = bf16 on CUDA, fp32 on CPU (bf16 on CPU needs AVX512-BF16 "
                          "to be fast)")
+    ap.add_argument("--reference-dtype", choices=("same", "fp32", "bf16"), default="same",
+                    help="the reference's autocast when it should differ from --dtype: e.g. --dtype bf16 "
+                         "--reference-dtype fp32 compares each system at its default on an AMX CPU")
     ap.add_argument("--compile", action="store_true", help="torch.compile our hot step, where the model supports it")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads of every measuring process and job actor (default 1: both systems and "
@@ -110,9 +126,11 @@ class BenchConfig:
     batch_sizes: tuple[int, ...]
     actors: tuple[int, ...]
     memory_lengths: tuple[int, ...]
+    memory_systems: tuple[str, ...]
     which: tuple[str, ...]
     device: str  # resolved: cpu or cuda
     dtype: str  # resolved: fp32 or bf16
+    reference_dtype: str  # resolved: fp32 or bf16
     compile: bool
     threads: int
     repeats: int
@@ -138,7 +156,8 @@ class BenchConfig:
         dtype = a.dtype if a.dtype != "auto" else ("bf16" if device == "cuda" else "fp32")
         actors = a.actors or ((1, 2) if device == "cpu" else tuple(range(1, torch.cuda.device_count() + 1)))
         fields = {k: v for k, v in vars(a).items() if k in cls.__dataclass_fields__}
-        return cls(**(fields | {"device": device, "dtype": dtype, "actors": actors}))
+        ref_dtype = dtype if a.reference_dtype == "same" else a.reference_dtype
+        return cls(**(fields | {"device": device, "dtype": dtype, "reference_dtype": ref_dtype, "actors": actors}))
 
 
 @dataclass
@@ -224,7 +243,7 @@ class Bench:
         return configs
 
     def _run_ref(self, n: int):
-        return run_reference(self.predictor, self.folder(n), self.prompts, self.device, self.cfg.dtype)
+        return run_reference(self.predictor, self.folder(n), self.prompts, self.device, self.cfg.reference_dtype)
 
     def _profile_ref(self, n: int) -> dict[str, float]:
         with reference_ranges(self.predictor):
@@ -331,7 +350,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(threads)
     add_ratios(bench.rows)
     info = RunInfo(now(), machine_info(), git_commit(REPO), torch.__version__, cfg.preset, cfg.image_size,
-                   cfg.objects, cfg.device, cfg.dtype, bench.compiled, cfg.threads, cfg.repeats)
+                   cfg.objects, cfg.device, cfg.dtype, cfg.reference_dtype, bench.compiled, cfg.threads, cfg.repeats)
     command = "python -m jobs.benchmark " + " ".join(shlex.quote(a) for a in argv)
     text = markdown(info, bench.rows, command, _standing_notes(cfg) + bench.notes)
     write_parquet(info, bench.rows, out / "results.parquet")

@@ -21,7 +21,8 @@ from .benchmark_report import Row
 
 def _spec(bench, kind: str, system: str, **kw) -> ProbeSpec:
     c = bench.cfg
-    return ProbeSpec(kind, system, c.preset, c.image_size, bench.weights, c.device, c.dtype, c.threads, c.objects,
+    dtype = c.reference_dtype if system == "reference" else c.dtype
+    return ProbeSpec(kind, system, c.preset, c.image_size, bench.weights, c.device, dtype, c.threads, c.objects,
                      **kw)
 
 
@@ -139,10 +140,10 @@ def _alone(bench, urls: list[str], processes: int, per_actor: int, rep: int) -> 
 def bench_memory(bench) -> None:
     """Peak memory of each system per video length, one fresh process per measurement."""
     cfg = bench.cfg
-    systems = ["reference", "samstream"]
-    if bench.ref_reason:
+    systems = list(cfg.memory_systems)
+    if bench.ref_reason and "reference" in systems:
         bench.notes.append(f"memory: reference skipped: {bench.ref_reason}")
-        systems = ["samstream"]
+        systems.remove("reference")
     bench.notes.append("memory rows: ours renders its frames on the fly (their generation is in its frames/s); "
                        "the reference reads its JPEG folder; the peak is taken from the moment the model was "
                        "built (mem_baseline_mb, so loading transients are left out) and includes the model")

@@ -31,7 +31,8 @@ class RunInfo:
     image_size: int
     objects: int
     device: str
-    dtype: str
+    dtype: str  # ours
+    reference_dtype: str
     compiled: bool
     threads: int  # torch threads of every measuring process
     repeats: int
@@ -143,7 +144,8 @@ def markdown(info: RunInfo, rows: list[Row], command: str, notes: list[str]) -> 
             f"`{command}`", "",
             f"machine: {info.machine}; torch {info.torch_version}; commit {info.git_commit or 'unknown'}; "
             f"preset {info.preset} at {info.image_size} px, {info.objects} objects; device {info.device}, "
-            f"{info.dtype}, compiled {info.compiled}, {info.threads} torch threads per process, median of "
+            f"{info.dtype} (reference {info.reference_dtype}), compiled {info.compiled}, {info.threads} torch "
+            f"threads per process, median of "
             f"{info.repeats} repeats", ""]
     speed = [r for r in rows if r.mode != "memory"]
     lines = head + ["## Speed (ms per frame by stage)", "",
@@ -181,14 +183,17 @@ def _memory_lines(rows: list[Row]) -> list[str]:
         return []
     kind = mem[0].memory_kind or "peak"
     out = ["", f"## Peak memory against video length ({kind}, MB, each in a fresh process)", "",
-           "| frames | reference | samstream | samstream / reference | reference frames/s | samstream frames/s |",
-           "|---|---|---|---|---|---|"]
+           "| frames | reference | samstream | samstream / reference | samstream / its shortest | reference frames/s "
+           "| samstream frames/s |",
+           "|---|---|---|---|---|---|---|"]
+    ours_rows = sorted((r for r in mem if r.system == "samstream" and r.peak_mem_mb), key=lambda r: r.frames)
     for n in sorted({r.frames for r in mem}):
         ref = next((r for r in mem if r.frames == n and r.system == "reference"), None)
         ours = next((r for r in mem if r.frames == n and r.system == "samstream"), None)
         out.append(f"| {n} | {_fmt(ref.peak_mem_mb if ref else None, 0)} | "
                    f"{_fmt(ours.peak_mem_mb if ours else None, 0)} | "
                    f"{_ratio(ours.memory_vs_reference if ours else None)} | "
+                   f"{_ratio(ours.peak_mem_mb / ours_rows[0].peak_mem_mb if ours and ours.peak_mem_mb else None)} | "
                    f"{_fmt(ref.frames_per_s if ref else None, 2)} | {_fmt(ours.frames_per_s if ours else None, 2)} |")
     return out
 

@@ -51,6 +51,7 @@ def test_parquet_has_one_row_per_configuration_with_the_schema(tiny_run):
     assert sorted(keys, key=str) == sorted(EXPECTED, key=str)  # each exactly once
     assert (df.preset == "sam2.1-tiny").all() and (df.image_size == 64).all() and (df.objects == 3).all()
     assert (df.device == "cpu").all() and (df.dtype == "fp32").all() and (~df.compiled).all()
+    assert (df.reference_dtype == "fp32").all()  # "same" as --dtype
     assert (df.threads == 1).all() and df.torch_version.eq(torch.__version__).all() and df.machine.str.len().gt(0).all()
 
 
@@ -109,6 +110,22 @@ def test_a_preset_without_a_reference_config_skips_it_with_a_note(tmp_path):
     assert not df.compiled.any()
 
 
+def test_each_system_at_its_own_dtype_and_memory_of_ours_alone(tmp_path):
+    code = main(["--preset", "sam2.1-tiny", "--image-size", "64", "--frames", "3", "--which", "ref,memory",
+                 "--memory-systems", "samstream", "--memory-lengths", "4,8", "--dtype", "bf16", "--reference-dtype",
+                 "fp32", "--repeats", "1", "--profile-frames", "2", "--out", str(tmp_path)])
+    assert code == 0
+    df = pd.read_parquet(tmp_path / "results.parquet")
+    assert sorted((r.system, r.mode, r.frames) for r in df.itertuples()) == [
+        ("reference", "single", 3), ("samstream", "memory", 4), ("samstream", "memory", 8)]
+    assert (df.dtype == "bf16").all() and (df.reference_dtype == "fp32").all()
+    text = (tmp_path / "results.md").read_text()
+    assert "bf16 (reference fp32)" in text
+    ours = df[df["mode"] == "memory"].sort_values("frames")
+    growth = ours.peak_mem_mb.iloc[1] / ours.peak_mem_mb.iloc[0]
+    assert f"| 8 | - | {ours.peak_mem_mb.iloc[1]:.0f} | - | {growth:.2f}x |" in text  # ours against its shortest
+
+
 @pytest.mark.parametrize("args, named", [
     (["--batch-sizes", "1,x"], "'1,x'"),
     (["--actors", "0,1"], "'0,1'"),
@@ -119,6 +136,8 @@ def test_a_preset_without_a_reference_config_skips_it_with_a_note(tmp_path):
     (["--objects", "0"], "got 0"),
     (["--device", "tpu"], "'tpu'"),
     (["--dtype", "fp8"], "'fp8'"),
+    (["--reference-dtype", "fp16"], "'fp16'"),
+    (["--memory-systems", "samstream,gpu"], "'gpu'"),
 ])
 def test_bad_arguments_exit_1_naming_the_value(args, named, tmp_path, capsys):
     assert main(args + ["--out", str(tmp_path / "never")]) == 1
