@@ -89,7 +89,8 @@ def _job_rows(bench, manifest: Path, urls: list[str], actors: int, per_actor: in
     from workers.tasks import ModelSpec
 
     cfg = bench.cfg
-    spec = ModelSpec(cfg.preset, bench.weights, cfg.image_size, fill_hole_area=0, dtype=cfg.dtype)
+    spec = ModelSpec(cfg.preset, bench.weights, cfg.image_size, fill_hole_area=0, dtype=cfg.dtype,
+                     compile=cfg.compile)
     summaries, alone = [], []
     for rep in range(cfg.repeats):  # alternated, as the in-process configurations are
         config = RunConfig(out=str(bench.work / f"job-a{actors}-{rep}"), model=spec, actors=actors,

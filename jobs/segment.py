@@ -37,6 +37,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
                     help="autocast: auto = bf16 on CUDA, float32 on CPU (bit parity with the reference); bf16 "
                          "on a CPU with AVX512-BF16 is faster, within the last bits")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile each actor's hot step with static shapes (a one-off compile per actor, "
+                         "then faster frames; for long runs on GPUs)")
     ap.add_argument("--chunk-frames", type=int, default=64, help="frames per chunk (default: %(default)s)")
     ap.add_argument("--actors", type=int, default=None, help="actors (default: one per GPU, or 1 on CPU)")
     ap.add_argument("--streams-per-actor", type=int, default=None,

@@ -73,6 +73,12 @@ class ObjectMemory:
         self.ptrs[slot] = ptr
         self.ptr_frames[slot] = frame
 
+    def capacity(self) -> tuple[int, int]:
+        """(spatial frames, pointers) this bank can put in front of memory attention until its next prompt:
+        the static shapes a compiled step pads to."""
+        cond = sum(f >= 0 for f in self.cond_frames)
+        return cond + len(self.recent_frames), cond + len(self.ptr_frames)
+
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"cond_feats": self.cond_feats, "cond_ptrs": self.cond_ptrs,
                 "recent_feats": self.recent_feats, "ptrs": self.ptrs}

@@ -1,7 +1,8 @@
 """Gather the memories N objects attend to at their current frame into one padded batch.
 
 Layout per object (the memory attention's contract): [S frames x hw spatial tokens][P pointers x k tokens],
-padded to the batch's largest S and P; padding gets an attention bias of -inf, and with a decay policy the
+padded to the batch's largest S and P (or to at least `min_frames` and `min_ptrs`: a compiled step wants the same
+shapes on every frame); padding gets an attention bias of -inf, and with a decay policy the
 tokens of a recent memory of age dt get -decay * dt.
 """
 
@@ -22,10 +23,12 @@ class MemoryBatch:
 
 
 def build_memory_batch(model, banks: list[ObjectMemory], frames: list[int], decay: float,
-                       dtype: torch.dtype) -> MemoryBatch:
+                       dtype: torch.dtype, min_frames: int = 0, min_ptrs: int = 0) -> MemoryBatch:
     cfg = model.cfg
     views = [select_memories(b, f) for b, f in zip(banks, frames)]
-    N, S, P = len(banks), max(v.num_spatial for v in views), max(v.num_ptrs for v in views)
+    N = len(banks)
+    S = max(min_frames, *(v.num_spatial for v in views))
+    P = max(min_ptrs, *(v.num_ptrs for v in views))
     Cm, C = cfg.mem_dim, cfg.d_model
     k = C // Cm  # a pointer of width C is split into k memory tokens of width Cm
     device = banks[0].ptrs.device

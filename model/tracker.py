@@ -76,6 +76,16 @@ class StreamingTracker:
         if autocast_dtype not in (None, torch.bfloat16, torch.float16):
             raise ValueError(f"autocast_dtype must be None, torch.bfloat16 or torch.float16, got {autocast_dtype!r}")
         self.autocast_dtype = autocast_dtype
+        self.static_shapes = False  # pad memory batches to the banks' capacity (set by compile)
+
+    def compile(self, backend: str = "inductor", mode: str | None = None) -> None:
+        """torch.compile the hot step's modules (image encoder, memory attention, mask decoder, memory encoder)
+        in place, with static shapes: memory batches are padded to the banks' capacity, so a stream's frames
+        share one graph from its first frame on (a new graph only per object count or prompt count)."""
+        m = self.model
+        for module in (m.image_encoder, m.memory_attention, m.sam_mask_decoder, m.memory_encoder):
+            module.compile(backend=backend, mode=mode, dynamic=False)
+        self.static_shapes = True
 
     @property
     def device(self) -> torch.device:
@@ -185,7 +195,8 @@ class StreamingTracker:
         """Memory attention for the objects at `rows`, batched with padding."""
         banks = [states[tasks[i].stream].objects[tasks[i].object_id] for i in rows]
         frames = [states[tasks[i].stream].frame_index for i in rows]
-        batch = build_memory_batch(self.model, banks, frames, self.policy.decay, feats.feat.dtype)
+        pad = [max(c) for c in zip(*(b.capacity() for b in banks))] if self.static_shapes else (0, 0)
+        batch = build_memory_batch(self.model, banks, frames, self.policy.decay, feats.feat.dtype, *pad)
         return self.model.fuse_with_memory(feats.feat[rows], feats.pos[rows], batch.memory, batch.memory_pos,
                                            batch.num_ptr_tokens, batch.bias)
 

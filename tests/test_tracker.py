@@ -166,3 +166,40 @@ def test_bf16_autocast_on_cpu_is_close_to_float32(tiny_model):
     assert agree > 0.97, f"bf16 masks agree with float32 on only {agree:.3f} of pixels"
     with pytest.raises(ValueError, match="int8"):
         StreamingTracker(tiny_model, autocast_dtype=torch.int8)
+
+
+def test_static_shapes_pad_memory_without_changing_masks(tiny_model):
+    frames = moving_shapes(10, 96, 128, seed=7)
+
+    def run(static: bool):
+        tracker = StreamingTracker(tiny_model)
+        tracker.static_shapes = static
+        state = tracker.new_stream(96, 128)
+        return [tracker.step(state, f, prompts_for(96, 128) if t == 0 else ()) for t, f in enumerate(frames)]
+
+    for t, (padded, plain) in enumerate(zip(run(True), run(False))):
+        assert torch.equal(padded.masks, plain.masks), f"frame {t}"
+        torch.testing.assert_close(padded.logits, plain.logits, atol=1e-4, rtol=0)
+
+
+def test_compiled_step_matches_eager_and_stops_compiling_while_the_memory_fills(tiny_model):
+    import torch._dynamo
+
+    torch.manual_seed(0)
+    model = load_model("synthetic-tiny")  # compile() changes the model in place: not the shared fixture
+    model.load_state_dict(tiny_model.state_dict())
+    compiled, eager = StreamingTracker(model), StreamingTracker(tiny_model)
+    torch._dynamo.reset()
+    compiled.compile(backend="eager")  # dynamo's graph capture and guards; inductor's kernels are benchmarked
+    frames = moving_shapes(12, 96, 128, seed=8)
+    states = [compiled.new_stream(96, 128), eager.new_stream(96, 128)]
+    graphs = []
+    for t, f in enumerate(frames):
+        prompts = prompts_for(96, 128) if t == 0 else ()
+        a, b = compiled.step(states[0], f, prompts), eager.step(states[1], f, prompts)
+        assert torch.equal(a.masks, b.masks), f"frame {t}"
+        graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+    assert graphs[1] > graphs[0] > 0  # frame 0 compiled the prompted path, frame 1 the tracked one
+    # Frame 2 may recompile once (position caches filled on frame 1); frames 2-8 fill the memory (6 recent
+    # frames), which must not change a shape: unpadded, every one of them would compile a new graph.
+    assert graphs[-1] == graphs[2], f"recompiled as the memory filled: graphs per frame {graphs}"

@@ -1,6 +1,8 @@
 """StreamWorker: one model on one device, the states of the streams pinned to it, and nothing else.
 
 Thin by design: decode -> step (batched across the streams of one call) -> encode -> write -> snapshot.
+Masks reach the host one frame late: frame t's are copied (non-blocking, on CUDA) and RLE-encoded while the
+device computes frame t + 1, so the frame loop never waits on a device-to-host copy.
 The Ray actor is this class wrapped by cluster/ (`ray.remote(StreamWorker)`), so it also runs without Ray.
 """
 
@@ -36,6 +38,28 @@ class _Running:
     prompts: dict[int, list]
 
 
+@dataclass
+class _Pending:
+    """One stream's frame whose masks are on their way to the host."""
+
+    running: _Running
+    frame: int
+    object_ids: list[int]
+    masks: torch.Tensor  # (O, H, W) bool, host (pinned on CUDA, filled by a non-blocking copy)
+    ious: torch.Tensor  # (O,)
+    object_scores: torch.Tensor  # (O,)
+    is_prompt: list[bool]
+    copied: torch.cuda.Event | None  # recorded after the copies; None on CPU (nothing to wait for)
+
+
+def _to_host(t: torch.Tensor) -> torch.Tensor:
+    """Start copying a device tensor to the host without waiting; CPU tensors are returned as they are."""
+    if t.device.type != "cuda":
+        return t
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    return host.copy_(t, non_blocking=True)
+
+
 AUTOCAST = {"auto": "auto", "fp32": None, "bf16": torch.bfloat16}  # ModelSpec.dtype -> StreamingTracker's
 
 
@@ -49,9 +73,12 @@ class StreamWorker:
         model = load_model(spec.preset, spec.checkpoint, spec.image_size, device, storage_options)
         policy = MemoryPolicy(spec.num_recent, spec.max_cond, spec.decay)
         self.tracker = StreamingTracker(model, policy, spec.fill_hole_area, AUTOCAST[spec.dtype])
+        if spec.compile:
+            self.tracker.compile()
         self.writer = MaskletWriter(out_url, storage_options)
         self.storage_options = storage_options or {}
         self.states: dict[int, TrackerState] = {}  # fast path: the state after each stream's last chunk
+        self.pending: list[_Pending] = []  # the last step's results, not yet encoded
 
     def pid(self) -> int:
         return os.getpid()
@@ -67,6 +94,7 @@ class StreamWorker:
             active = [r for r in running if r.report.ok and r.task.start + offset < r.task.stop]
             if active:
                 self._step(active, offset)
+        self._encode_pending()
         for r in running:
             if r.report.ok:
                 self._finish(r)
@@ -117,19 +145,35 @@ class StreamWorker:
         except Exception:  # isolate the stream at fault: step them one by one
             results = [self._step_one(r, f, p) for r, f, p in zip(active, frames, prompts)]
         t2 = time.perf_counter()
-        for r, res in zip(active, results):
-            if res is None:
-                continue
-            frame = r.task.start + offset
-            r.rows.add(frame, frame / r.task.info.fps, res.object_ids, res.masks.cpu().numpy(),
-                       res.ious.float().cpu().numpy(), res.object_scores.float().cpu().numpy(), res.is_prompt)
-            r.report.frames += 1
-        t3 = time.perf_counter()
+        ready = [self._start_copy(r, r.task.start + offset, res) for r, res in zip(active, results) if res is not None]
+        self._encode_pending()  # the previous frame's, while the device works on this one
+        self.pending = ready
         for r in active:
             s = r.report.seconds
             s["decode"] = s.get("decode", 0.0) + (t1 - t0) / len(active)
             s["model"] = s.get("model", 0.0) + (t2 - t1) / len(active)
-            s["encode"] = s.get("encode", 0.0) + (t3 - t2) / len(active)
+
+    @staticmethod
+    def _start_copy(r: _Running, frame: int, res) -> _Pending:
+        masks, ious, scores = _to_host(res.masks), _to_host(res.ious.float()), _to_host(res.object_scores.float())
+        copied = None
+        if res.masks.device.type == "cuda":
+            copied = torch.cuda.Event()
+            copied.record()
+        return _Pending(r, frame, res.object_ids, masks, ious, scores, res.is_prompt, copied)
+
+    def _encode_pending(self) -> None:
+        """RLE-encode the pending frames into their chunks' rows (waiting for their copies if need be)."""
+        for p in self.pending:
+            t0 = time.perf_counter()
+            if p.copied is not None:
+                p.copied.synchronize()
+            r = p.running
+            r.rows.add(p.frame, p.frame / r.task.info.fps, p.object_ids, p.masks.numpy(), p.ious.numpy(),
+                       p.object_scores.numpy(), p.is_prompt)
+            r.report.frames += 1
+            r.report.seconds["encode"] = r.report.seconds.get("encode", 0.0) + time.perf_counter() - t0
+        self.pending = []
 
     def _step_one(self, r: _Running, frame: np.ndarray, prompts):
         try:

@@ -17,6 +17,7 @@ class ModelSpec:
     decay: float = 0.0
     fill_hole_area: int | None = None  # None = the preset's
     dtype: str = "auto"  # autocast: "auto" (bf16 on CUDA, float32 on CPU), "fp32" or "bf16"
+    compile: bool = False  # torch.compile the hot step (static shapes; pays off on long videos on GPUs)
 
 
 @dataclass(frozen=True)
