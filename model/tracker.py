@@ -80,8 +80,8 @@ class StreamingTracker:
 
     def compile(self, backend: str = "inductor", mode: str | None = None) -> None:
         """torch.compile the hot step's modules (image encoder, memory attention, mask decoder, memory encoder)
-        in place, with static shapes: memory batches are padded to the banks' capacity, so a stream's frames
-        share one graph from its first frame on (a new graph only per object count or prompt count)."""
+        in place, with static shapes: memory batches are padded to the banks' capacity, so no new graph is
+        compiled as a stream's memory fills (only per object count, prompt kind or point count)."""
         m = self.model
         for module in (m.image_encoder, m.memory_attention, m.sam_mask_decoder, m.memory_encoder):
             module.compile(backend=backend, mode=mode, dynamic=False)

@@ -163,7 +163,8 @@ class StreamWorker:
         return _Pending(r, frame, res.object_ids, masks, ious, scores, res.is_prompt, copied)
 
     def _encode_pending(self) -> None:
-        """RLE-encode the pending frames into their chunks' rows (waiting for their copies if need be)."""
+        """RLE-encode the pending frames into their chunks' rows (waiting for their copies if need be). On CUDA
+        the wait for the device lands here, so "encode" seconds then hold the device time not overlapped."""
         for p in self.pending:
             t0 = time.perf_counter()
             if p.copied is not None:
