@@ -63,21 +63,15 @@ def _positive_list(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(values))  # in order, without repeats
 
 
-def _which(text: str) -> tuple[str, ...]:
-    names = tuple(dict.fromkeys(n.strip() for n in text.split(",")))
-    unknown = [n for n in names if n not in WHICH]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown configuration {unknown[0]!r} in {text!r}; known: {','.join(WHICH)}")
-    return names
-
-
-def _systems(text: str) -> tuple[str, ...]:
-    names = tuple(dict.fromkeys(n.strip() for n in text.split(",")))
-    unknown = [n for n in names if n not in SYSTEMS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown system {(unknown or [''])[0]!r} in {text!r}; known: "
-                                         f"{','.join(SYSTEMS)}")
-    return names
+def _names(known: tuple[str, ...], what: str) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type: a comma list of `known` names, in order, without repeats."""
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(dict.fromkeys(n.strip() for n in text.split(",")))
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {what} {unknown[0]!r} in {text!r}; known: {','.join(known)}")
+        return names
+    return parse
 
 
 def parse_args(argv) -> argparse.Namespace:
@@ -92,10 +86,10 @@ def parse_args(argv) -> argparse.Namespace:
     ap.add_argument("--actors", type=_positive_list, default=None,
                     help="actor counts of the job runs (default: 1,2 on CPU; 1..GPUs with GPUs)")
     ap.add_argument("--memory-lengths", type=_positive_list, default=(100, 1000, 3000), help="video lengths")
-    ap.add_argument("--memory-systems", type=_systems, default=SYSTEMS,
+    ap.add_argument("--memory-systems", type=_names(SYSTEMS, "system"), default=SYSTEMS,
                     help="systems measured at each memory length (default: both; 'samstream' alone reaches "
                          "lengths the reference would take hours over)")
-    ap.add_argument("--which", type=_which, default=WHICH, help=f"subset of {','.join(WHICH)} (default: all)")
+    ap.add_argument("--which", type=_names(WHICH, "configuration"), default=WHICH, help=f"subset of {','.join(WHICH)} (default: all)")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ap.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
                     help="autocast of both systems: auto = bf16 on CUDA, fp32 on CPU (bf16 on CPU needs AVX512-BF16 "
@@ -197,10 +191,9 @@ class Bench:
             torch.manual_seed(0)
             state_dict = load_model(cfg.preset, None, cfg.image_size).state_dict()
         self.weights = save_weights(state_dict, self.work / "weights.pt")
-        self.tracker = build_tracker(cfg.preset, self.weights, cfg.image_size, self.device, cfg.dtype)
-        if cfg.compile:  # inductor; the warm-up runs below take the compile time out of frames/s
-            self.tracker.compile()
-            self.compiled = True
+        # Compiled (inductor) with --compile; the warm-up runs take the compile time out of frames/s.
+        self.tracker = build_tracker(cfg.preset, self.weights, cfg.image_size, self.device, cfg.dtype, cfg.compile)
+        self.compiled = cfg.compile
 
     def jpegs(self, n: int) -> list[Path]:
         """The first n frames as JPEG files (written once, extended on demand)."""

@@ -21,9 +21,9 @@ from .benchmark_report import Row
 
 def _spec(bench, kind: str, system: str, **kw) -> ProbeSpec:
     c = bench.cfg
-    dtype = c.reference_dtype if system == "reference" else c.dtype
-    return ProbeSpec(kind, system, c.preset, c.image_size, bench.weights, c.device, dtype, c.threads, c.objects,
-                     **kw)
+    ours = system == "samstream"
+    return ProbeSpec(kind, system, c.preset, c.image_size, bench.weights, c.device,
+                     c.dtype if ours else c.reference_dtype, c.threads, c.objects, c.compile and ours, **kw)
 
 
 # ---------------------------------------------------------------------------------------------- job

@@ -146,9 +146,12 @@ def build_reference(preset: str, image_size: int, device: torch.device, checkpoi
 
 
 def build_tracker(preset: str, weights: str, image_size: int, device: torch.device,
-                  dtype: str = "fp32") -> StreamingTracker:
-    return StreamingTracker(load_model(preset, weights, image_size, device), fill_hole_area=0,
-                            autocast_dtype=torch.bfloat16 if dtype == "bf16" else None)
+                  dtype: str = "fp32", compile: bool = False) -> StreamingTracker:
+    tracker = StreamingTracker(load_model(preset, weights, image_size, device), fill_hole_area=0,
+                               autocast_dtype=torch.bfloat16 if dtype == "bf16" else None)
+    if compile:
+        tracker.compile()
+    return tracker
 
 
 def save_weights(state_dict: dict, path: Path) -> str:

@@ -35,6 +35,7 @@ class ProbeSpec:
     dtype: str
     threads: int
     objects: int
+    compile: bool = False  # ours: torch.compile its hot step (as the job's actors do with --compile)
     frames: int = 0  # memory: the video's length (ours renders it frame by frame, the reference reads `folder`)
     folder: str | None = None
     videos: tuple[str, ...] = ()  # alone: mp4 files, stepped `streams` at a time
@@ -62,7 +63,7 @@ def _probe_memory(spec: ProbeSpec, device: torch.device) -> dict:
         baseline, _ = current_mb(device), reset_peak(device)
         frames, seconds, init = run_reference(predictor, spec.folder, prompts, device, spec.dtype)
     else:
-        tracker = build_tracker(spec.preset, spec.weights, spec.image_size, device, spec.dtype)
+        tracker = build_tracker(spec.preset, spec.weights, spec.image_size, device, spec.dtype, spec.compile)
         baseline, _ = current_mb(device), reset_peak(device)
         video = (render_frame(t, spec.image_size, spec.objects) for t in range(spec.frames))
         frames, seconds = run_streams(tracker, [video], prompts)
@@ -74,7 +75,7 @@ def _probe_memory(spec: ProbeSpec, device: torch.device) -> dict:
 def _probe_alone(spec: ProbeSpec, device: torch.device) -> dict:
     from workers.video_source import VideoSource, probe_video
 
-    tracker = build_tracker(spec.preset, spec.weights, spec.image_size, device, spec.dtype)
+    tracker = build_tracker(spec.preset, spec.weights, spec.image_size, device, spec.dtype, spec.compile)
     prompts = first_prompts(spec.image_size, spec.objects)
     decoded = []
     for url in spec.videos:  # decoded before the clock starts: the tracker alone
