@@ -44,7 +44,7 @@ class RunConfig:
         from model import MemoryPolicy, get_config, resolve_checkpoint
         checkpoint = resolve_checkpoint(args.preset, args.checkpoint)
         model = ModelSpec(args.preset, checkpoint, args.image_size, args.num_recent, args.max_cond, args.decay,
-                          dtype=args.dtype, compile=args.compile)
+                          dtype=args.dtype, compile=args.compile, memory_kv_cache=not args.no_memory_kv_cache)
         get_config(args.preset, args.image_size)  # unknown presets and bad sizes fail before any work
         MemoryPolicy(args.num_recent, args.max_cond, args.decay)
         return cls(out=args.out.rstrip("/"), model=model, chunk_frames=args.chunk_frames, actors=args.actors,

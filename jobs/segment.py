@@ -40,6 +40,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile each actor's hot step with static shapes (a one-off compile per actor, "
                          "then faster frames; for long runs on GPUs)")
+    ap.add_argument("--no-memory-kv-cache", action="store_true",
+                    help="project every memory for memory attention on every frame that reads it, as the reference "
+                         "does, instead of once per memory: slower, but saves 2 x layers x hw x 256 values per kept "
+                         "memory and object (16 MB per memory at 1024 px in bf16)")
     ap.add_argument("--chunk-frames", type=int, default=64, help="frames per chunk (default: %(default)s)")
     ap.add_argument("--actors", type=int, default=None, help="actors (default: one per GPU, or 1 on CPU)")
     ap.add_argument("--streams-per-actor", type=int, default=None,

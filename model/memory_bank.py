@@ -7,7 +7,7 @@ Per object, preallocated once with static shapes:
 Frame indices are host metadata (python ints), so deciding which slots are live never syncs the device.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -43,6 +43,9 @@ class ObjectMemory:
     ptrs: torch.Tensor  # (num_ptrs, C) ring indexed by frame % num_ptrs
     ptr_frames: list[int]  # (num_ptrs,)
     num_cond_stored: int = 0  # prompted frames ever stored (the next cond slot is this % max_cond)
+    # Derived, never saved: memory attention's keys and values of stored memories (memory_kv.py), per
+    # ("cond" | "recent", slot) -> (frame, (L, 2, H, hw, d)); an entry goes when its slot is overwritten.
+    kv_cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def allocate(cls, object_id: int, first_frame: int, policy: MemoryPolicy, num_ptrs: int,
@@ -62,6 +65,7 @@ class ObjectMemory:
         self.cond_ptrs[slot] = ptr
         self.cond_frames[slot] = frame
         self.num_cond_stored += 1
+        self.kv_cache.pop(("cond", slot), None)
 
     def store_recent(self, frame: int, feats: torch.Tensor, ptr: torch.Tensor) -> None:
         if not self.recent_frames:  # memory off: tracked frames are not remembered
@@ -69,6 +73,7 @@ class ObjectMemory:
         slot = frame % len(self.recent_frames)
         self.recent_feats[slot] = feats
         self.recent_frames[slot] = frame
+        self.kv_cache.pop(("recent", slot), None)
         slot = frame % len(self.ptr_frames)
         self.ptrs[slot] = ptr
         self.ptr_frames[slot] = frame

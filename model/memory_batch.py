@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .memory_bank import ObjectMemory, select_memories
+from .memory_bank import MemoryView, ObjectMemory, select_memories
 
 
 @dataclass
@@ -22,8 +22,22 @@ class MemoryBatch:
     bias: torch.Tensor | None  # (N, S*hw + P*k) additive attention bias; None when all zero
 
 
-def build_memory_batch(model, banks: list[ObjectMemory], frames: list[int], decay: float,
-                       dtype: torch.dtype, min_frames: int = 0, min_ptrs: int = 0) -> MemoryBatch:
+@dataclass
+class MemoryLayout:
+    """Everything about a batch but its spatial memories themselves (memory_kv.py projects those from a cache)."""
+
+    views: list[MemoryView]  # which slots each object attends to
+    num_frames: int  # S, spatial memory frames per object after padding
+    hw: int  # tokens per spatial memory
+    tpos: list[list[int]]  # (N, S) temporal slot of each spatial memory (padding: 0)
+    ptrs: torch.Tensor  # (N, P, C) object pointers, zero padded
+    ptr_tokens: torch.Tensor  # (N, P*k, Cm) the pointers split into memory tokens
+    ptr_pos: torch.Tensor  # (N, P*k, Cm) their temporal encoding
+    bias: torch.Tensor | None  # (N, S*hw + P*k) or None when all zero
+
+
+def memory_layout(model, banks: list[ObjectMemory], frames: list[int], decay: float, dtype: torch.dtype,
+                  min_frames: int = 0, min_ptrs: int = 0) -> MemoryLayout:
     cfg = model.cfg
     views = [select_memories(b, f) for b, f in zip(banks, frames)]
     N = len(banks)
@@ -32,18 +46,14 @@ def build_memory_batch(model, banks: list[ObjectMemory], frames: list[int], deca
     Cm, C = cfg.mem_dim, cfg.d_model
     k = C // Cm  # a pointer of width C is split into k memory tokens of width Cm
     device = banks[0].ptrs.device
-    spatial_pos = model.memory_pos(device)  # (hw, Cm)
-    hw = spatial_pos.shape[0]
-    spatial = torch.zeros(N, S, hw, Cm, dtype=dtype, device=device)
+    hw = cfg.feat_size ** 2  # tokens per spatial memory
     ptrs = torch.zeros(N, P, C, dtype=dtype, device=device)
     # Host metadata for every object first, then one copy per kind: no per-object host-to-device transfers.
     tpos, offsets = [[0] * S for _ in range(N)], [[0.0] * P for _ in range(N)]
     bias_s, bias_p = [[-math.inf] * S for _ in range(N)], [[-math.inf] * P for _ in range(N)]
     last_slot = cfg.num_maskmem - 1  # temporal slot of prompted frames; recent ones use 0..num_maskmem-2
     for i, (bank, view) in enumerate(zip(banks, views)):
-        feats = torch.cat([bank.cond_feats[view.cond_slots], bank.recent_feats[view.recent_slots]])  # (s, Cm, h, w)
-        s = feats.shape[0]
-        spatial[i, :s] = feats.flatten(2).transpose(1, 2).to(dtype)  # (s, hw, Cm)
+        s = view.num_spatial
         tpos[i][:s] = [last_slot] * len(view.cond_slots) + [min(d, last_slot) - 1 for d in view.recent_ages]
         bias_s[i][:s] = [0.0] * len(view.cond_slots) + [-decay * d for d in view.recent_ages]
         p_cond, p_recent = view.ptr_cond_slots, view.ptr_recent_slots
@@ -51,19 +61,29 @@ def build_memory_batch(model, banks: list[ObjectMemory], frames: list[int], deca
         ptrs[i, :p] = torch.cat([bank.cond_ptrs[p_cond], bank.ptrs[p_recent]]).to(dtype)
         offsets[i][:p] = [frames[i] - bank.cond_frames[c] for c in p_cond] + list(view.ptr_recent_ages)
         bias_p[i][:p] = [0.0] * len(p_cond) + [-decay * d for d in view.ptr_recent_ages]
-    spatial_tpos = _to_device(tpos, torch.long, device)  # (N, S)
-    ptr_offsets = _to_device(offsets, torch.float32, device)  # (N, P)
-    tpos_enc = model.maskmem_tpos_enc.view(cfg.num_maskmem, Cm)[spatial_tpos]  # (N, S, Cm)
-    pos_s = spatial_pos[None, None] + tpos_enc[:, :, None, :]  # (N, S, hw, Cm)
-    pos_p = model.pointer_pos(ptr_offsets.flatten()).view(N, P, Cm)  # (N, P, Cm)
-    memory = torch.cat([spatial.flatten(1, 2), ptrs.view(N, P * k, Cm)], dim=1)  # (N, S*hw + P*k, Cm)
-    memory_pos = torch.cat([pos_s.flatten(1, 2), pos_p.repeat_interleave(k, dim=1)], dim=1).to(dtype)
-    needs_bias = decay > 0 or any(v.num_spatial < S or v.num_ptrs < P for v in views)
-    if not needs_bias:
-        return MemoryBatch(memory, memory_pos, P * k, None)
-    bias_s, bias_p = _to_device(bias_s, torch.float32, device), _to_device(bias_p, torch.float32, device)
-    bias = torch.cat([bias_s.repeat_interleave(hw, dim=1), bias_p.repeat_interleave(k, dim=1)], dim=1)
-    return MemoryBatch(memory, memory_pos, P * k, bias)
+    pos_p = model.pointer_pos(_to_device(offsets, torch.float32, device).flatten()).view(N, P, Cm)  # (N, P, Cm)
+    bias = None
+    if decay > 0 or any(v.num_spatial < S or v.num_ptrs < P for v in views):
+        bias_s, bias_p = _to_device(bias_s, torch.float32, device), _to_device(bias_p, torch.float32, device)
+        bias = torch.cat([bias_s.repeat_interleave(hw, dim=1), bias_p.repeat_interleave(k, dim=1)], dim=1)
+    return MemoryLayout(views, S, hw, tpos, ptrs, ptrs.view(N, P * k, Cm),
+                        pos_p.repeat_interleave(k, dim=1).to(dtype), bias)
+
+
+def build_memory_batch(model, banks: list[ObjectMemory], frames: list[int], decay: float,
+                       dtype: torch.dtype, min_frames: int = 0, min_ptrs: int = 0) -> MemoryBatch:
+    lay = memory_layout(model, banks, frames, decay, dtype, min_frames, min_ptrs)
+    N, S, hw, Cm = len(banks), lay.num_frames, lay.hw, model.cfg.mem_dim
+    spatial = torch.zeros(N, S, hw, Cm, dtype=dtype, device=lay.ptrs.device)
+    for i, (bank, view) in enumerate(zip(banks, lay.views)):
+        feats = torch.cat([bank.cond_feats[view.cond_slots], bank.recent_feats[view.recent_slots]])  # (s, Cm, h, w)
+        spatial[i, :feats.shape[0]] = feats.flatten(2).transpose(1, 2).to(dtype)  # (s, hw, Cm)
+    memory = torch.cat([spatial.flatten(1, 2), lay.ptr_tokens], dim=1)  # (N, S*hw + P*k, Cm)
+    cfg, device = model.cfg, lay.ptrs.device
+    tpos_enc = model.maskmem_tpos_enc.view(cfg.num_maskmem, Cm)[_to_device(lay.tpos, torch.long, device)]  # (N, S, Cm)
+    pos_s = model.memory_pos(device)[None, None] + tpos_enc[:, :, None, :]  # (N, S, hw, Cm)
+    memory_pos = torch.cat([pos_s.flatten(1, 2).to(dtype), lay.ptr_pos], dim=1)  # (N, S*hw + P*k, Cm)
+    return MemoryBatch(memory, memory_pos, lay.ptr_tokens.shape[1], lay.bias)
 
 
 def _to_device(rows: list[list], dtype: torch.dtype, device: torch.device) -> torch.Tensor:

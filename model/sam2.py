@@ -180,6 +180,15 @@ class SAM2Model(nn.Module):
         out = self.memory_attention(curr, curr_pos, memory, memory_pos, num_ptr_tokens, bias)  # (N, hw, C)
         return out.transpose(1, 2).reshape(N, C, h, w)
 
+    def fuse_with_memory_kv(self, feat: torch.Tensor, pos: torch.Tensor,
+                            kv: list[tuple[torch.Tensor, torch.Tensor]], bias: torch.Tensor | None) -> torch.Tensor:
+        """`fuse_with_memory` from the memories' keys and values per layer, (N, H, M, d) each -> (N, C, h, w)."""
+        N, C, h, w = feat.shape
+        curr = feat.flatten(2).transpose(1, 2)  # (N, hw, C)
+        curr_pos = pos.flatten(2).transpose(1, 2)  # (N, hw, C)
+        out = self.memory_attention.attend(curr, curr_pos, kv, bias)  # (N, hw, C)
+        return out.transpose(1, 2).reshape(N, C, h, w)
+
     def without_memory(self, feat: torch.Tensor) -> torch.Tensor:
         """Features of a prompted frame: no memory to attend to, only the learned no-memory embedding."""
         return feat + self.no_mem_embed.view(1, -1, 1, 1)

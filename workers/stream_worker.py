@@ -72,7 +72,8 @@ class StreamWorker:
         torch.manual_seed(seed)  # random weights (no checkpoint) are the same in every actor
         model = load_model(spec.preset, spec.checkpoint, spec.image_size, device, storage_options)
         policy = MemoryPolicy(spec.num_recent, spec.max_cond, spec.decay)
-        self.tracker = StreamingTracker(model, policy, spec.fill_hole_area, AUTOCAST[spec.dtype])
+        self.tracker = StreamingTracker(model, policy, spec.fill_hole_area, AUTOCAST[spec.dtype],
+                                        spec.memory_kv_cache)
         if spec.compile:
             self.tracker.compile()
         self.writer = MaskletWriter(out_url, storage_options)

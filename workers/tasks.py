@@ -18,6 +18,7 @@ class ModelSpec:
     fill_hole_area: int | None = None  # None = the preset's
     dtype: str = "auto"  # autocast: "auto" (bf16 on CUDA, float32 on CPU), "fp32" or "bf16"
     compile: bool = False  # torch.compile the hot step (static shapes; pays off on long videos on GPUs)
+    memory_kv_cache: bool = True  # project each stored memory for memory attention once (faster, more memory)
 
 
 @dataclass(frozen=True)

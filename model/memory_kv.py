@@ -1,0 +1,129 @@
+"""Memory keys and values, projected once per stored memory instead of once per frame that attends to it.
+
+Memory attention's cross-attention keys of a spatial memory m are rope(Wk (m + p_spatial + p_time) + bk),
+its values Wv m + bv, in every layer. A memory is attended to by up to N later frames, and only its temporal
+encoding p_time changes as it ages. Projection and rotation are linear, so
+
+    keys = rope(Wk (m + p_spatial))  +  rope(Wk p_time + bk)
+           per memory, cached           per temporal slot, one table shared by all memories
+
+and values do not age at all. Each bank caches its memories' projections per layer (keyed by slot and the
+frame in it, so an overwritten slot is recomputed, and a restored snapshot rebuilds them on first use);
+a frame then only copies them into the batch and adds the temporal table. Pointer tokens are few: they are
+projected every frame. The sum is the reference's arithmetic reassociated: equal up to rounding.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .memory_bank import MemoryView, ObjectMemory
+from .memory_batch import memory_layout
+from .rope import apply_rope
+
+
+@dataclass
+class MemoryKV:
+    """Per layer, the memory keys (rotated) and values of N objects, and the attention bias."""
+
+    keys: torch.Tensor  # (L, N, H, M, d), M = S*hw + P*k tokens as memory_batch lays them out
+    values: torch.Tensor  # (L, N, H, M, d)
+    bias: torch.Tensor | None  # (N, M) additive attention bias; None when all zero
+
+    def per_layer(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return list(zip(self.keys.unbind(0), self.values.unbind(0)))
+
+
+def project_memories(model, feats: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Spatial memories (n, Cm, h, w) -> their keys without temporal encoding and their values, per layer:
+    (n, L, 2, H, hw, d)."""
+    x = feats.flatten(2).transpose(1, 2).to(dtype)  # (n, hw, Cm)
+    hw = x.shape[1]
+    spatial_pos = model.memory_pos(x.device).to(dtype)  # (hw, Cm)
+    out = []
+    for layer in model.memory_attention.layers:
+        attn = layer.cross_attn_image
+        k = F.linear(x + spatial_pos if layer.pos_enc_at_cross_attn_keys else x, attn.k_proj.weight)  # (n, hw, Ck)
+        k = apply_rope(attn.split_heads(k), attn.rotations(hw, 1, x.device))  # (n, H, hw, d)
+        v = attn.split_heads(attn.v_proj(x))  # (n, H, hw, d)
+        out.append(torch.stack([k.to(dtype), v.to(dtype)], dim=1))  # (n, 2, H, hw, d)
+    return torch.stack(out, dim=1)  # (n, L, 2, H, hw, d)
+
+
+def temporal_keys(model, hw: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """rope(Wk p_time + bk) for every temporal slot and layer, over an hw-token grid: (L, T, H, hw, d)."""
+    cfg = model.cfg
+    tpos = model.maskmem_tpos_enc.view(cfg.num_maskmem, cfg.mem_dim).float()  # (T, Cm)
+    out = []
+    for layer in model.memory_attention.layers:
+        attn = layer.cross_attn_image
+        u = F.linear(tpos if layer.pos_enc_at_cross_attn_keys else torch.zeros_like(tpos),
+                     attn.k_proj.weight.float(), attn.k_proj.bias.float())  # (T, Ck)
+        u = attn.split_heads(u[:, None, :].expand(-1, hw, -1))  # (T, H, hw, d)
+        out.append(apply_rope(u, attn.rotations(hw, 1, device)).to(dtype))
+    return torch.stack(out)  # (L, T, H, hw, d)
+
+
+class TemporalKeyTable:
+    """`temporal_keys`, kept until the weights it was computed from change (an in-place load bumps a
+    parameter's version) or another grid, dtype or device is asked for."""
+
+    def __init__(self):
+        self._key, self._table = None, None
+
+    def get(self, model, hw: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        params = [model.maskmem_tpos_enc] + [p for layer in model.memory_attention.layers
+                                             for p in layer.cross_attn_image.k_proj.parameters()]
+        key = (hw, dtype, device, tuple((p.data_ptr(), p._version) for p in params))
+        if key != self._key:
+            self._key, self._table = key, temporal_keys(model, hw, dtype, device)
+        return self._table
+
+
+def build_memory_kv(model, banks: list[ObjectMemory], frames: list[int], decay: float, dtype: torch.dtype,
+                    table: TemporalKeyTable, min_frames: int = 0, min_ptrs: int = 0) -> MemoryKV:
+    """What `build_memory_batch` lays out, projected for every layer, from the banks' caches."""
+    lay = memory_layout(model, banks, frames, decay, dtype, min_frames, min_ptrs)
+    entries = _cached_projections(model, banks, lay.views, dtype)  # per object, (L, 2, H, hw, d) per frame
+    L, N, hw = model.cfg.memory_attention_layers, len(banks), lay.hw
+    tpos_table = table.get(model, hw, dtype, lay.ptrs.device)  # (L, T, H, hw, d)
+    H, d = tpos_table.shape[2], tpos_table.shape[4]
+    S_hw, Pk = lay.num_frames * hw, lay.ptr_tokens.shape[1]
+    keys = torch.empty(L, N, H, S_hw + Pk, d, dtype=dtype, device=lay.ptrs.device)
+    values = torch.empty_like(keys)
+    for i, (cached, tpos) in enumerate(zip(entries, lay.tpos)):
+        for j, e in enumerate(cached):
+            rows = slice(j * hw, (j + 1) * hw)
+            torch.add(e[:, 0], tpos_table[:, tpos[j]], out=keys[:, i, :, rows])  # (L, H, hw, d)
+            values[:, i, :, rows] = e[:, 1]
+        pad = slice(len(cached) * hw, S_hw)  # padding frames: masked by the bias, but must be finite
+        keys[:, i, :, pad], values[:, i, :, pad] = 0.0, 0.0
+    for l, layer in enumerate(model.memory_attention.layers):  # pointers: no rotation, projected every frame
+        k, v = layer.memory_kv(lay.ptr_tokens, lay.ptr_pos, hw, Pk)  # (N, H, Pk, d) each
+        keys[l, :, :, S_hw:], values[l, :, :, S_hw:] = k, v
+    return MemoryKV(keys, values, lay.bias)
+
+
+def _cached_projections(model, banks: list[ObjectMemory], views: list[MemoryView],
+                        dtype: torch.dtype) -> list[list[torch.Tensor]]:
+    """Each object's attended spatial memories, projected: from its bank's cache, the missing ones
+    projected together in one batch and cached."""
+    wanted = [_spatial_slots(b, v) for b, v in zip(banks, views)]
+    missing = [(bank, key, frame, feat) for bank, slots in zip(banks, wanted) for key, frame, feat in slots
+               if not _fresh(bank.kv_cache.get(key), frame, dtype)]
+    if missing:
+        projected = project_memories(model, torch.stack([m[3] for m in missing]), dtype)  # (n, L, 2, H, hw, d)
+        for (bank, key, frame, _), p in zip(missing, projected):
+            bank.kv_cache[key] = (frame, p)
+    return [[bank.kv_cache[key][1] for key, _, _ in slots] for bank, slots in zip(banks, wanted)]
+
+
+def _spatial_slots(bank: ObjectMemory, view: MemoryView) -> list[tuple[tuple[str, int], int, torch.Tensor]]:
+    """(cache key, frame, memory) of each attended spatial slot, in the layout's order: prompted, then recent."""
+    return ([(("cond", s), bank.cond_frames[s], bank.cond_feats[s]) for s in view.cond_slots]
+            + [(("recent", s), bank.recent_frames[s], bank.recent_feats[s]) for s in view.recent_slots])
+
+
+def _fresh(entry: tuple[int, torch.Tensor] | None, frame: int, dtype: torch.dtype) -> bool:
+    return entry is not None and entry[0] == frame and entry[1].dtype == dtype
