@@ -100,3 +100,22 @@ def test_synthetic_preset_runs():
     sizes = [cfg.image_size // s for s in (4, 8, 16)]
     assert [tuple(f.shape) for f in features] == [(1, cfg.d_model, s, s) for s in sizes]
     assert [tuple(p.shape) for p in pos] == [(1, cfg.d_model, s, s) for s in sizes]
+
+
+def test_kept_position_embedding_follows_new_weights():
+    """Outside training the trunk keeps its resized position embedding; loading weights in place renews it."""
+    torch.manual_seed(0)
+    trunk = Hiera(embed_dim=8, num_heads=1, stages=(1, 1), window_spec=(4, 4), global_att_blocks=(),
+                  window_pos_embed_bkg_spatial_size=(4, 4), q_pool=1).eval()
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = trunk(images)
+        state = {k: v + torch.randn_like(v) if k.startswith("pos_embed") else v for k, v in trunk.state_dict().items()}
+        trunk.load_state_dict(state)
+        after = trunk(images)
+        fresh = trunk._pos_embed_at(16, 16)
+    assert not torch.equal(before[0], after[0])
+    torch.testing.assert_close(trunk.pos_embed_at(16, 16), fresh, rtol=0, atol=0)
+    out = trunk(images)  # with gradients: computed afresh, so they reach the parameters
+    out[0].sum().backward()
+    assert trunk.pos_embed.grad is not None and trunk.pos_embed.grad.abs().sum() > 0
