@@ -18,6 +18,8 @@ from typing import Sequence
 
 import torch
 
+from workers.host_allocator import tune_host_allocator
+
 from .benchmark_measure import (REPO, build_reference, build_tracker, current_mb, first_prompts, peak_mb,
                                 render_frame, reset_peak, run_reference, run_streams)
 
@@ -47,6 +49,7 @@ class ProbeSpec:
 def probe_main(spec_json: str) -> int:
     spec = ProbeSpec(**json.loads(spec_json))
     torch.set_num_threads(spec.threads)
+    tune_host_allocator()  # as the main benchmark process and the job's actors
     device = torch.device(spec.device)
     result = _probe_alone(spec, device) if spec.kind == "alone" else _probe_memory(spec, device)
     print(PROBE_TAG + json.dumps(result), flush=True)

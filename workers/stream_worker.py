@@ -16,6 +16,7 @@ import torch
 
 from model import MemoryPolicy, StreamingTracker, TrackerState, load_model
 
+from .host_allocator import tune_host_allocator
 from .masklets import ChunkRows, MaskletWriter
 from .tasks import ChunkReport, ChunkTask, ModelSpec
 from .video_source import VideoSource
@@ -68,6 +69,7 @@ class StreamWorker:
                  device: str | None = None, num_threads: int | None = None, seed: int = 0):
         if num_threads:  # Ray sets OMP_NUM_THREADS=1; use the CPU share this actor was given
             torch.set_num_threads(num_threads)
+        tune_host_allocator()  # reuse freed activation memory instead of faulting in fresh pages every frame
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch.manual_seed(seed)  # random weights (no checkpoint) are the same in every actor
         model = load_model(spec.preset, spec.checkpoint, spec.image_size, device, storage_options)
