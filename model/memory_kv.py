@@ -38,9 +38,10 @@ class MemoryKV:
 def project_memories(model, feats: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Spatial memories (n, Cm, h, w) -> their keys without temporal encoding and their values, per layer:
     (n, L, 2, H, hw, d)."""
-    x = feats.flatten(2).transpose(1, 2).to(dtype)  # (n, hw, Cm)
+    # float32 sums, as the reference adds memories and encodings before its (autocast) projections
+    x = feats.flatten(2).transpose(1, 2).float()  # (n, hw, Cm)
     hw = x.shape[1]
-    spatial_pos = model.memory_pos(x.device).to(dtype)  # (hw, Cm)
+    spatial_pos = model.memory_pos(x.device)  # (hw, Cm)
     out = []
     for layer in model.memory_attention.layers:
         attn = layer.cross_attn_image
