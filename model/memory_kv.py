@@ -100,9 +100,9 @@ def build_memory_kv(model, banks: list[ObjectMemory], frames: list[int], decay: 
             values[:, i, :, rows] = e[:, 1]
         pad = slice(len(cached) * hw, S_hw)  # padding frames: masked by the bias, but must be finite
         keys[:, i, :, pad], values[:, i, :, pad] = 0.0, 0.0
-    for l, layer in enumerate(model.memory_attention.layers):  # pointers: no rotation, projected every frame
+    for n, layer in enumerate(model.memory_attention.layers):  # pointers: no rotation, projected every frame
         k, v = layer.memory_kv(lay.ptr_tokens, lay.ptr_pos, hw, Pk)  # (N, H, Pk, d) each
-        keys[l, :, :, S_hw:], values[l, :, :, S_hw:] = k, v
+        keys[n, :, :, S_hw:], values[n, :, :, S_hw:] = k, v
     return MemoryKV(keys, values, lay.bias)
 
 
