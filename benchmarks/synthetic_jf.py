@@ -7,7 +7,7 @@ jobs.evaluate (DAVIS J&F; the prompted frame left out, as in DAVIS's semi-superv
 J&F over the 5 frames after every return from >= 5 hidden frames).
 
     python -m benchmarks.synthetic_jf [--videos 50] [--frames 64] [--prompt mask] [--checkpoint URL]
-                                      [--out out/synthetic_jf] [--actors 2]
+                                      [--out out/synthetic_jf] [--actors 2] [--num-recent 6]
 
 Writes <out>/results.json and <out>/results.md and prints the table. The corpus is reused when present.
 """
@@ -25,7 +25,7 @@ from jobs import segment
 from jobs.evaluate import MaskletSource, Options, evaluate, summarize
 from workers.synthetic import PROMPT_KINDS, SyntheticConfig, write_corpus
 
-MODES = {"memory": [], "memory off": ["--num-recent", "0"]}
+MODES = {"memory": [], "memory off": ["--num-recent", "0"]}  # "memory" keeps --num-recent recent frames
 
 
 def corpus(out: Path, videos: int, frames: int, prompt: str) -> Path:
@@ -41,7 +41,7 @@ def run_mode(manifest: Path, out: Path, name: str, args) -> dict:
     """Segment the corpus with one memory mode and score it -> the evaluate summary plus seconds."""
     pred = out / name.replace(" ", "_")
     job = ["--manifest", str(manifest), "--out", str(pred), "--actors", str(args.actors), "--no-progress",
-           "--preset", args.preset] + MODES[name]
+           "--preset", args.preset] + (["--num-recent", str(args.num_recent)] if name == "memory" else MODES[name])
     job += ["--checkpoint", args.checkpoint] if args.checkpoint else []
     job += ["--image-size", str(args.image_size)] if args.image_size else []
     start = time.time()
@@ -56,7 +56,8 @@ def run_mode(manifest: Path, out: Path, name: str, args) -> dict:
 
 def markdown(results: dict, args) -> str:
     lines = [f"Synthetic test split: {args.videos} videos x {args.frames} frames, first-frame {args.prompt} "
-             f"prompts, preset {args.preset}, checkpoint {args.checkpoint or 'embedded'}.", "",
+             f"prompts, preset {args.preset}, checkpoint {args.checkpoint or 'embedded'}, memory of "
+             f"{args.num_recent} recent frames.", "",
              "| memory | J&F | J | F | reappearance J&F | reappearance objects | frames | job s |",
              "|---|---|---|---|---|---|---|---|"]
     for name, s in results.items():
@@ -78,6 +79,8 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", default=None, help="weights (default: the preset's embedded ones)")
     ap.add_argument("--image-size", type=int, default=None)
     ap.add_argument("--actors", type=int, default=2)
+    ap.add_argument("--num-recent", type=int, default=6, help="recent frames the 'memory' mode keeps (default 6, "
+                                                              "the reference's)")
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma list of {list(MODES)}")
     ap.add_argument("--out", default="out/synthetic_jf")
     args = ap.parse_args(argv)
