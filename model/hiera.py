@@ -154,6 +154,7 @@ class Hiera(nn.Module):
 
         outs = self.stage_ends if return_interm_layers else self.stage_ends[-1:]
         self.channel_list = [self.blocks[i].dim_out for i in reversed(outs)]  # lowest resolution first
+        self._pos_cache: tuple = (None, None)  # (key, embedding) of `pos_embed_at`, not state
 
     def pos_embed_at(self, h: int, w: int) -> torch.Tensor:
         """Position embedding of an (h, w) token map: (1, h, w, C). h and w must be multiples of the window.
@@ -164,7 +165,7 @@ class Hiera(nn.Module):
         if (torch.is_grad_enabled() and self.pos_embed.requires_grad) or torch.compiler.is_compiling():
             return self._pos_embed_at(h, w)
         key = (h, w, *((p.data_ptr(), p._version) for p in params))
-        if getattr(self, "_pos_cache", (None,))[0] != key:
+        if self._pos_cache[0] != key:
             self._pos_cache = (key, self._pos_embed_at(h, w).contiguous())
         return self._pos_cache[1]
 
