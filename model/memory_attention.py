@@ -154,8 +154,13 @@ class MemoryAttention(nn.Module):
         """curr, curr_pos (B, HW, C): current frame; memory, memory_pos (B, M, Cm) laid out as
         [S frames x HW][num_obj_ptr_tokens pointers]; attn_bias (B, M) additive logit bias or None.
         -> (B, HW, C) features conditioned on the memory."""
-        kv = [layer.memory_kv(memory, memory_pos, curr.shape[1], num_obj_ptr_tokens) for layer in self.layers]
-        return self.attend(curr, curr_pos, kv, attn_bias)
+        return self.attend(curr, curr_pos, self.memory_kv(memory, memory_pos, curr.shape[1], num_obj_ptr_tokens),
+                           attn_bias)
+
+    def memory_kv(self, memory: torch.Tensor, memory_pos: torch.Tensor, grid_tokens: int,
+                  num_obj_ptr_tokens: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every layer's keys and values of memories (B, M, Cm) -> [(B, H, M, d) each] per layer."""
+        return [layer.memory_kv(memory, memory_pos, grid_tokens, num_obj_ptr_tokens) for layer in self.layers]
 
     def attend(self, curr: torch.Tensor, curr_pos: torch.Tensor, kv: list[tuple[torch.Tensor, torch.Tensor]],
                attn_bias: torch.Tensor | None = None) -> torch.Tensor:

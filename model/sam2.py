@@ -174,11 +174,9 @@ class SAM2Model(nn.Module):
     def fuse_with_memory(self, feat: torch.Tensor, pos: torch.Tensor, memory: torch.Tensor,
                          memory_pos: torch.Tensor, num_ptr_tokens: int, bias: torch.Tensor | None) -> torch.Tensor:
         """Memory attention: (N, C, h, w) features attend to (N, M, Cm) memories -> (N, C, h, w)."""
-        N, C, h, w = feat.shape
-        curr = feat.flatten(2).transpose(1, 2)  # (N, hw, C)
-        curr_pos = pos.flatten(2).transpose(1, 2)  # (N, hw, C)
-        out = self.memory_attention(curr, curr_pos, memory, memory_pos, num_ptr_tokens, bias)  # (N, hw, C)
-        return out.transpose(1, 2).reshape(N, C, h, w)
+        grid_tokens = feat.shape[-2] * feat.shape[-1]
+        kv = self.memory_attention.memory_kv(memory, memory_pos, grid_tokens, num_ptr_tokens)
+        return self.fuse_with_memory_kv(feat, pos, kv, bias)
 
     def fuse_with_memory_kv(self, feat: torch.Tensor, pos: torch.Tensor,
                             kv: list[tuple[torch.Tensor, torch.Tensor]], bias: torch.Tensor | None) -> torch.Tensor:
