@@ -13,6 +13,7 @@ a frame then only copies them into the batch and adds the temporal table. Pointe
 projected every frame. The sum is the reference's arithmetic reassociated: equal up to rounding.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -82,17 +83,40 @@ class TemporalKeyTable:
         return self._table
 
 
+class MemoryKVBuffer:
+    """Room for one frame's memory keys and values, allocated once and reused by every frame.
+
+    A frame's batch is tens of MB (2 x 44 MB for 3 objects at 512 px): above glibc's largest mmap threshold
+    (32 MiB), so a fresh one would be mapped, page-faulted in and unmapped again on every frame. The room
+    grows (by at least a quarter, as a bank fills frame by frame) to the largest batch asked for; what `take`
+    returns is valid until the next `take`."""
+
+    def __init__(self):
+        self._room: torch.Tensor | None = None  # (2, capacity) flat
+
+    def take(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        n = math.prod(shape)
+        room = self._room
+        if room is None or room.dtype != dtype or room.device != device:
+            room = self._room = torch.empty(2, n, dtype=dtype, device=device)
+        elif room.shape[1] < n:
+            room = self._room = torch.empty(2, max(n, room.shape[1] * 5 // 4), dtype=dtype, device=device)
+        return room[0, :n].view(shape), room[1, :n].view(shape)
+
+
 def build_memory_kv(model, banks: list[ObjectMemory], frames: list[int], decay: float, dtype: torch.dtype,
-                    table: TemporalKeyTable, min_frames: int = 0, min_ptrs: int = 0) -> MemoryKV:
-    """What `build_memory_batch` lays out, projected for every layer, from the banks' caches."""
+                    table: TemporalKeyTable, min_frames: int = 0, min_ptrs: int = 0,
+                    buffer: MemoryKVBuffer | None = None) -> MemoryKV:
+    """What `build_memory_batch` lays out, projected for every layer, from the banks' caches (written into
+    `buffer` when one is given)."""
     lay = memory_layout(model, banks, frames, decay, dtype, min_frames, min_ptrs)
     entries = _cached_projections(model, banks, lay.views, dtype)  # per object, (L, 2, H, hw, d) per frame
     L, N, hw = model.cfg.memory_attention_layers, len(banks), lay.hw
     tpos_table = table.get(model, hw, dtype, lay.ptrs.device)  # (L, T, H, hw, d)
     H, d = tpos_table.shape[2], tpos_table.shape[4]
     S_hw, Pk = lay.num_frames * hw, lay.ptr_tokens.shape[1]
-    keys = torch.empty(L, N, H, S_hw + Pk, d, dtype=dtype, device=lay.ptrs.device)
-    values = torch.empty_like(keys)
+    shape = (L, N, H, S_hw + Pk, d)
+    keys, values = (buffer or MemoryKVBuffer()).take(shape, dtype, lay.ptrs.device)
     for i, (cached, tpos) in enumerate(zip(entries, lay.tpos)):
         for j, e in enumerate(cached):
             rows = slice(j * hw, (j + 1) * hw)

@@ -14,7 +14,7 @@ from torch.profiler import record_function
 from .errors import PromptError, StateError
 from .memory_bank import MemoryPolicy, ObjectMemory
 from .memory_batch import build_memory_batch
-from .memory_kv import TemporalKeyTable, build_memory_kv
+from .memory_kv import MemoryKVBuffer, TemporalKeyTable, build_memory_kv
 from .postprocess import fill_holes
 from .prompts import ModelPrompt, Prompt, check_frame, to_model_prompt
 from .sam2 import Decoded, FrameFeatures, SAM2Model
@@ -82,6 +82,7 @@ class StreamingTracker:
         # (memory_kv.py): faster, at 2 x layers x hw x 256 values per stored memory and object.
         self.cache_memory_kv = cache_memory_kv
         self._temporal_keys = TemporalKeyTable()
+        self._kv_buffer = MemoryKVBuffer()  # one frame's memory keys and values, reused by the next
 
     def compile(self, backend: str = "inductor", mode: str | None = None) -> None:
         """torch.compile the hot step's modules (image encoder, memory attention, mask decoder, memory encoder)
@@ -204,7 +205,8 @@ class StreamingTracker:
         pad = [max(c) for c in zip(*(b.capacity() for b in banks))] if self.static_shapes else (0, 0)
         if self.cache_memory_kv:
             dtype = self.autocast_dtype or feats.feat.dtype  # the projections' dtype under autocast
-            kv = build_memory_kv(self.model, banks, frames, self.policy.decay, dtype, self._temporal_keys, *pad)
+            kv = build_memory_kv(self.model, banks, frames, self.policy.decay, dtype, self._temporal_keys, *pad,
+                                 buffer=self._kv_buffer)
             return self.model.fuse_with_memory_kv(feats.feat[rows], feats.pos[rows], kv.per_layer(), kv.bias)
         batch = build_memory_batch(self.model, banks, frames, self.policy.decay, feats.feat.dtype, *pad)
         return self.model.fuse_with_memory(feats.feat[rows], feats.pos[rows], batch.memory, batch.memory_pos,

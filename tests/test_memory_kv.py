@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from model import MemoryPolicy, Prompt, StreamingTracker, load_model
+from model.memory_kv import MemoryKVBuffer
 from tests.videos import moving_shapes
 
 H, W = 96, 128
@@ -80,6 +81,34 @@ def test_new_weights_are_not_served_from_a_stale_cache(tiny_model):
         res = tracker.step_batch(states, [v[t] for v in videos], [s.get(t, ()) for s in SCHEDULE])
         for a, b in zip(res, plain[t]):
             torch.testing.assert_close(a.logits, b.logits, atol=1e-4, rtol=0)
+
+
+def test_buffer_grows_to_the_largest_batch_and_is_reused():
+    buf = MemoryKVBuffer()
+    k, v = buf.take((2, 3, 1, 40, 8), torch.float32, torch.device("cpu"))
+    assert k.shape == v.shape == (2, 3, 1, 40, 8) and k.data_ptr() != v.data_ptr()
+    k.fill_(1.0), v.fill_(2.0)
+    assert (k == 1).all() and (v == 2).all()  # keys and values do not overlap
+    k2, _ = buf.take((2, 3, 1, 30, 8), torch.float32, torch.device("cpu"))  # smaller: the same room
+    assert k2.data_ptr() == k.data_ptr()
+    k3, v3 = buf.take((2, 3, 1, 50, 8), torch.float32, torch.device("cpu"))  # larger: a new, larger room
+    assert k3.numel() == v3.numel() == 2 * 3 * 50 * 8
+    k4, _ = buf.take((2, 3, 1, 50, 8), torch.bfloat16, torch.device("cpu"))
+    assert k4.dtype == torch.bfloat16
+
+
+def test_a_full_memory_reuses_one_buffer_on_every_frame(tiny_model):
+    """Once every bank is full (7 frames, 16 pointers) no frame maps a new batch (tens of MB at 512 px)."""
+    video = moving_shapes(24, H, W, seed=17)
+    tracker = StreamingTracker(tiny_model, cache_memory_kv=True)
+    state = tracker.new_stream(H, W)
+    rooms = []
+    for t in range(24):
+        tracker.step(state, video[t], SCHEDULE[0][0] if t == 0 else ())
+        if t > 0:  # the prompted frame attends to no memory
+            rooms.append(tracker._kv_buffer._room.data_ptr())
+    assert len(set(rooms[16:])) == 1, rooms
+    assert len(set(rooms)) < 10, rooms  # grown a few times while the banks filled, not on every frame
 
 
 def test_segment_job_can_switch_the_cache_off():
