@@ -106,6 +106,16 @@ def test_encode_edge_cases():
         encode_masks(np.zeros((4, 4), bool))
 
 
+def test_a_frame_of_many_objects_encodes():
+    """300 objects in one frame (pseudo-labelling can prompt hundreds): pycocotools fails on 256 at once."""
+    masks = np.random.default_rng(0).random((300, 9, 7)) > 0.5
+    counts, boxes, areas = encode_masks(masks)
+    assert len(counts) == 300 and boxes.shape == (300, 4)
+    assert areas.tolist() == masks.reshape(300, -1).sum(1).tolist()
+    for c, m in zip(counts[::37], masks[::37]):
+        assert np.array_equal(decode_rle(c, 9, 7), m)
+
+
 def test_rows_of_one_frame():
     masks = np.zeros((3, 6, 10), bool)
     masks[1, 2:4, 3:8] = True

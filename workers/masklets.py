@@ -106,19 +106,25 @@ def _mask_stack(masks) -> np.ndarray:
                             masks.dtype)
 
 
+ENCODE_BLOCK = 128  # objects per pycocotools call
+
+
 def encode_masks(masks: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(O, H, W) masks -> (COCO compressed counts strings, (O, 4) float32 xywh boxes, (O,) int64 areas)."""
     masks = _mask_stack(masks)
     n = masks.shape[0]
     if n == 0:
         return [], np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
-    # One pycocotools call for all objects: it wants (H, W, O) column-major uint8.
-    stack = np.asfortranarray(masks.view(np.uint8).transpose(1, 2, 0))
-    rles = mask_utils.encode(stack)
-    counts = [r["counts"].decode("ascii") for r in rles]
-    boxes = np.asarray(mask_utils.toBbox(rles), np.float32).reshape(n, 4)
-    areas = np.asarray(mask_utils.area(rles), np.int64).reshape(n)
-    return counts, boxes, areas
+    # One pycocotools call per block of objects: it wants (H, W, O) column-major uint8, and its area() fails
+    # on 256 or more RLEs at once (an overflow of its uint8 count under numpy 2).
+    counts, boxes, areas = [], [], []
+    for start in range(0, n, ENCODE_BLOCK):
+        block = masks[start:start + ENCODE_BLOCK]
+        rles = mask_utils.encode(np.asfortranarray(block.view(np.uint8).transpose(1, 2, 0)))
+        counts += [r["counts"].decode("ascii") for r in rles]
+        boxes.append(np.asarray(mask_utils.toBbox(rles), np.float32).reshape(len(block), 4))
+        areas.append(np.asarray(mask_utils.area(rles), np.int64).reshape(len(block)))
+    return counts, np.concatenate(boxes), np.concatenate(areas)
 
 
 def decode_rle(counts: str, height: int, width: int) -> np.ndarray:
