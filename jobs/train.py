@@ -75,6 +75,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--static-prob", type=float, default=0.0,
                    help="share of clips that repeat one frame: the memory's position alone then tells the object, "
                         "which bootstraps memory attention from scratch (it starts out attending uniformly)")
+    p.add_argument("--image-share", type=float, default=0.0,
+                   help="share of clips that are one frame prompted with a box or a click (SAM 2 trains on images "
+                        "beside videos): cheap steps of segmentation from prompts, next to tracking from memory")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--save-every", type=int, default=200)
@@ -90,6 +93,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.curriculum_steps = _parse_curriculum(p, args.curriculum)
     args.prompt_mix = _parse_mix(p, args.prompt_mix)
+    if not 0.0 <= args.image_share <= 1.0:
+        p.error(f"--image-share must be in [0, 1], got {args.image_share}")
     for name in ("workers", "steps", "batch", "log_every", "eval_every", "save_every"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -141,6 +146,14 @@ def sample_clip(rng: np.random.Generator, index: int, length: int, args, size: i
     return video.frames[shown], video.masks[shown][:, keep], idx.tolist()
 
 
+def image_mix(mix: dict[str, float]) -> dict[str, float]:
+    """The prompt kinds of a one-frame clip: `mix` without masks (a prompted mask is its own output: nothing to
+    learn on a single frame), renormalised; boxes when `mix` has nothing else."""
+    rest = {k: v for k, v in mix.items() if k != "mask" and v > 0}
+    total = sum(rest.values())
+    return {k: v / total for k, v in rest.items()} if rest else {"box": 1.0}
+
+
 def clip_recipe(rng: np.random.Generator, length: int, mix: dict[str, float]) -> tuple[str, dict[int, int]]:
     """The first frame's prompt kind drawn from `mix` (SAM 2's: a mask half the time, else a click or a box) and
     corrective clicks: on the prompt frame and on one random later frame."""
@@ -168,11 +181,12 @@ def train_step(model, opt, args, step: int, device) -> dict:
     totals: dict[str, float] = {}
     n = 0
     while n < args.batch:
-        clip = sample_clip(rng, int(rng.integers(0, 2**32)), length, args, model.cfg.image_size)
+        image = args.image_share > 0 and rng.random() < args.image_share  # off: the same clips as before
+        clip = sample_clip(rng, int(rng.integers(0, 2**32)), 1 if image else length, args, model.cfg.image_size)
         if clip is None:
             continue
         frames, gt = to_input(model, clip[0], clip[1], device)
-        prompt, clicks = clip_recipe(rng, length, args.prompt_mix)
+        prompt, clicks = clip_recipe(rng, len(clip[2]), image_mix(args.prompt_mix) if image else args.prompt_mix)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             outputs = clip_forward(model, frames, gt, clip[2], prompt, clicks, gen)
         loss, parts = clip_loss(outputs, gt, MaskLossWeights(temporal=args.temporal_weight))

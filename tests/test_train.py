@@ -179,3 +179,25 @@ def test_bad_counts_are_refused_naming_the_value(tmp_path, capsys, flag):
         train_job.main(["--out", str(tmp_path), flag, "0"])
     assert exit_info.value.code == 2 and f"{flag} must be >= 1, got 0" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # refused before anything is written
+
+
+def test_image_clips_are_single_frames_prompted_without_masks():
+    assert train_job.image_mix({"mask": 0.5, "point": 0.25, "box": 0.25}) == {"point": 0.5, "box": 0.5}
+    assert train_job.image_mix({"mask": 1.0}) == {"box": 1.0}
+    args = train_job.parse_args(["--out", "x", "--batch", "2", "--image-size", str(S), "--curriculum", "0:3",
+                                 "--image-share", "1", "--prompt-mix", "mask:1", "--device", "cpu"])
+    model = _model()
+    opt = train_job.make_optimizer(model, args)
+    record = train_job.train_step(model, opt, args, 0, torch.device("cpu"))
+    assert np.isfinite(record["loss"]) and record["loss"] > 0  # boxes, not masks: the decoder had to predict
+    # One frame attends to no memory: memory attention gets no gradient, the decoder does.
+    assert all(p.grad is None or not p.grad.any() for n, p in model.named_parameters()
+               if n.startswith("memory_attention."))
+    assert any(p.grad is not None and p.grad.any() for n, p in model.named_parameters()
+               if n.startswith("sam_mask_decoder."))
+
+
+def test_image_share_outside_0_1_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        train_job.parse_args(["--out", "x", "--image-share", "1.5"])
+    assert "--image-share must be in [0, 1], got 1.5" in capsys.readouterr().err
