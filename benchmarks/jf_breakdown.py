@@ -5,11 +5,13 @@ definition: an empty prediction of an empty truth scores 1) by what a tracker ge
 
 - frames since the object's prompt (is the first frame after the prompt already poor, or does it drift?),
 - visible frames vs frames where the object is hidden (a mask predicted while hidden scores 0),
-- object size (quartiles of the true area).
+- object size (quartiles of the true area);
+and gives J on the prompted frames themselves (with box or click prompts: the decoder's segmentation with no
+memory involved; with mask prompts the prompt is the output).
 
     python -m benchmarks.jf_breakdown --gt <corpus>/truth --pred <segment run> [--videos N]
 
-Prints the tables; prompted frames are left out, as benchmarks.synthetic_jf leaves them out.
+Prints the tables; the tracked tables leave the prompted frames out, as benchmarks.synthetic_jf does.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ def frame_rows(gt: pd.DataFrame, pred: pd.DataFrame) -> list[dict]:
     prompted = {obj: frame for (obj, frame), p in pred.iterrows() if p.is_prompt}
     rows = []
     for (obj, frame), g in gt.iterrows():
-        if obj not in prompted or frame <= prompted[obj]:
-            continue  # the prompt and what precedes it are not tracking
+        if obj not in prompted or frame < prompted[obj]:
+            continue  # what precedes the prompt is not tracking
         truth = decode_rle(g.mask_rle, g.height, g.width)
         p = pred.loc[(obj, frame)] if (obj, frame) in pred.index else None
         mask = decode_rle(p.mask_rle, p.height, p.width) if p is not None else np.zeros_like(truth)
@@ -43,6 +45,7 @@ def frame_rows(gt: pd.DataFrame, pred: pd.DataFrame) -> list[dict]:
 
 
 def breakdown(frames: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    prompted, frames = frames[frames.since_prompt == 0], frames[frames.since_prompt > 0]
     visible = frames[frames.area > 0]
     since = pd.cut(visible.since_prompt, SINCE_PROMPT)
     size = pd.qcut(visible.area, 4, duplicates="drop")
@@ -54,6 +57,7 @@ def breakdown(frames: pd.DataFrame) -> dict[str, pd.DataFrame]:
             "mean J": [visible.J.mean(), hidden.J.mean()], "frames": [len(visible), len(hidden)],
             "predicted empty": [(visible.pred_area == 0).mean(), (hidden.pred_area == 0).mean()]},
             index=["visible", "hidden"]),
+        "prompted frames": pd.DataFrame({"mean J": [prompted.J.mean()], "frames": [len(prompted)]}, index=["prompted"]),
     }
 
 
