@@ -94,7 +94,8 @@ def ceiling(manifest: Path, image_size: int, steps: int) -> dict:
 def markdown(results: dict[int, dict], args) -> str:
     lines = [f"The best J&F a mask grid of image_size / 4 cells can carry: synthetic test split, {args.videos} "
              f"videos x {args.frames} frames, {args.prompt}-prompted frames left out, {args.steps} fitting steps.",
-             "", "| image size | mask grid | J&F | J | F | reappearance J&F | frames |", "|---|---|---|---|---|---|---|"]
+             "", "| image size | mask grid | J&F | J | F | reappearance J&F | frames |",
+             "|---|---|---|---|---|---|---|"]
     for size, s in results.items():
         lines.append(f"| {size} | {size // 4} x {size // 4} | {s['J&F']:.4f} | {s['J']:.4f} | {s['F']:.4f} | "
                      f"{s['reappear_J&F']:.4f} | {s['frames']} |")

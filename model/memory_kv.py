@@ -94,7 +94,8 @@ class MemoryKVBuffer:
     def __init__(self):
         self._room: torch.Tensor | None = None  # (2, capacity) flat
 
-    def take(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def take(self, shape: tuple[int, ...], dtype: torch.dtype,
+             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         n = math.prod(shape)
         room = self._room
         if room is None or room.dtype != dtype or room.device != device:
