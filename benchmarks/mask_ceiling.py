@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.synthetic_jf import corpus
+from cluster.manifest import read_manifest
 from jobs.evaluate import METRICS_SCHEMA, MaskletSource, Options, score_video, summarize
 from workers.masklets import decode_rle, encode_masks
 from workers.synthetic import PROMPT_KINDS
@@ -71,11 +72,8 @@ def ceiling_rows(gt: pd.DataFrame, prompts: set[tuple[int, int]], grid: int, ste
 
 
 def manifest_prompts(manifest: Path) -> dict[str, set[tuple[int, int]]]:
-    out = {}
-    for line in manifest.read_text().splitlines():
-        entry = json.loads(line)
-        out[entry["video_id"]] = {(p["object_id"], p["frame_index"]) for p in entry.get("prompts", [])}
-    return out
+    """video_id -> the (object_id, frame_index) pairs its manifest entry prompts (read as the job reads it)."""
+    return {v.video_id: {(p.object_id, p.frame_index) for p in v.prompts} for v in read_manifest(str(manifest))}
 
 
 def ceiling(manifest: Path, image_size: int, steps: int) -> dict:
