@@ -28,12 +28,12 @@ from workers.synthetic import PROMPT_KINDS, SyntheticConfig, write_corpus
 MODES = {"memory": [], "memory off": ["--num-recent", "0"]}  # "memory" keeps --num-recent recent frames
 
 
-def corpus(out: Path, videos: int, frames: int, prompt: str) -> Path:
-    """The test split's first `videos` videos (rewritten only when the request changed)."""
-    root = out / f"test-{videos}x{frames}-{prompt}"
+def corpus(out: Path, videos: int, frames: int, prompt: str, split: str = "test") -> Path:
+    """The split's first `videos` videos (rewritten only when the request changed)."""
+    root = out / f"{split}-{videos}x{frames}-{prompt}"
     manifest = root / "manifest.jsonl"
     if not manifest.exists():
-        write_corpus(root, "test", videos, SyntheticConfig(num_frames=frames), prompt_kind=prompt)
+        write_corpus(root, split, videos, SyntheticConfig(num_frames=frames), prompt_kind=prompt)
     return manifest
 
 
@@ -42,6 +42,7 @@ def run_mode(manifest: Path, out: Path, name: str, args) -> dict:
     pred = out / name.replace(" ", "_")
     job = ["--manifest", str(manifest), "--out", str(pred), "--actors", str(args.actors), "--no-progress",
            "--preset", args.preset] + (["--num-recent", str(args.num_recent)] if name == "memory" else MODES[name])
+    job += ["--store-threshold", str(args.store_threshold)] if args.store_threshold is not None else []
     job += ["--checkpoint", args.checkpoint] if args.checkpoint else []
     job += ["--image-size", str(args.image_size)] if args.image_size else []
     start = time.time()
@@ -55,9 +56,10 @@ def run_mode(manifest: Path, out: Path, name: str, args) -> dict:
 
 
 def markdown(results: dict, args) -> str:
-    lines = [f"Synthetic test split: {args.videos} videos x {args.frames} frames, first-frame {args.prompt} "
+    selective = "" if args.store_threshold is None else f", selective storing at presence >= {args.store_threshold}"
+    lines = [f"Synthetic {args.split} split: {args.videos} videos x {args.frames} frames, first-frame {args.prompt} "
              f"prompts, preset {args.preset}, checkpoint {args.checkpoint or 'embedded'}, memory of "
-             f"{args.num_recent} recent frames.", "",
+             f"{args.num_recent} recent frames{selective}.", "",
              "| memory | J&F | J | F | reappearance J&F | reappearance objects | frames | job s |",
              "|---|---|---|---|---|---|---|---|"]
     for name, s in results.items():
@@ -81,6 +83,10 @@ def main(argv=None) -> int:
     ap.add_argument("--actors", type=int, default=2)
     ap.add_argument("--num-recent", type=int, default=6, help="recent frames the 'memory' mode keeps (default 6, "
                                                               "the reference's)")
+    ap.add_argument("--store-threshold", type=float, default=None,
+                    help="selective storing in the 'memory' mode (jobs.segment's --store-threshold)")
+    ap.add_argument("--split", default="test", choices=("test", "val"),
+                    help="the held-out split to score (val: for choosing settings without touching test)")
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma list of {list(MODES)}")
     ap.add_argument("--out", default="out/synthetic_jf")
     args = ap.parse_args(argv)
@@ -89,7 +95,7 @@ def main(argv=None) -> int:
         ap.error(f"--modes must be a comma list of {list(MODES)}, got {args.modes!r}")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the local Ray stays on loopback
     out = Path(args.out)
-    manifest = corpus(out, args.videos, args.frames, args.prompt)
+    manifest = corpus(out, args.videos, args.frames, args.prompt, args.split)
     results = {m: run_mode(manifest, out, m, args) for m in modes}
     text = markdown(results, args)
     (out / "results.md").write_text(text)

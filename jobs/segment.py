@@ -53,7 +53,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="torch threads per actor; on CPU the default pool is CPUs / threads actors")
     ap.add_argument("--num-recent", type=int, default=6)
     ap.add_argument("--max-cond", type=int, default=16)
-    ap.add_argument("--decay", type=float, default=0.0)
+    ap.add_argument("--decay", type=float, default=0.0,
+                    help="temporal decay lambda: attention to a recent memory dt frames old is weighted exp(-lambda*dt)")
+    ap.add_argument("--store-threshold", type=float, default=None,
+                    help="selective storing: remember a tracked frame only when the object's presence probability "
+                         "is at least this; the N most recent remembered frames are kept (default: every frame)")
     ap.add_argument("--max-retries", type=int, default=3)
     ap.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else a local Ray)")
     ap.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray started by this job")

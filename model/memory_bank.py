@@ -19,6 +19,11 @@ class MemoryPolicy:
     num_recent: int = 6
     max_cond: int = 16  # prompted frames kept; the oldest is dropped beyond this (the reference: unbounded)
     decay: float = 0.0  # lambda: attention logits of a recent memory of age dt frames get -lambda*dt
+    # Selective storing: a tracked frame is remembered only when the object's presence probability is at least
+    # this, and the bank keeps the N most recent remembered frames whatever their age, so an object hidden for
+    # longer than N frames is still remembered as it looked. None: every tracked frame (the reference). Costs
+    # one read of the objects' scores to the host per frame.
+    store_threshold: float | None = None
 
     def __post_init__(self):
         if not 0 <= self.num_recent <= 32:
@@ -27,6 +32,8 @@ class MemoryPolicy:
             raise ValueError(f"max_cond must be >= 1, got {self.max_cond}")
         if not self.decay >= 0.0:
             raise ValueError(f"decay must be >= 0, got {self.decay}")
+        if self.store_threshold is not None and not 0.0 <= self.store_threshold <= 1.0:
+            raise ValueError(f"store_threshold must be a probability in [0, 1] or None, got {self.store_threshold}")
 
 
 @dataclass
@@ -68,13 +75,14 @@ class ObjectMemory:
         self.kv_cache.pop(("cond", slot), None)
 
     def store_recent(self, frame: int, feats: torch.Tensor, ptr: torch.Tensor) -> None:
+        """FIFO: into the slot of the oldest remembered frame (empty slots first)."""
         if not self.recent_frames:  # memory off: tracked frames are not remembered
             return
-        slot = frame % len(self.recent_frames)
+        slot = _fifo_slot(self.recent_frames, frame)
         self.recent_feats[slot] = feats
         self.recent_frames[slot] = frame
         self.kv_cache.pop(("recent", slot), None)
-        slot = frame % len(self.ptr_frames)
+        slot = _fifo_slot(self.ptr_frames, frame)
         self.ptrs[slot] = ptr
         self.ptr_frames[slot] = frame
 
@@ -95,8 +103,9 @@ class MemoryView:
 
     cond_slots: list[int]  # conditioning slots, all at temporal slot num_maskmem - 1
     cond_ages: list[int]  # frames since each conditioning frame
-    recent_slots: list[int]  # recent ring slots
-    recent_ages: list[int]  # 1..num_recent
+    recent_slots: list[int]  # recent ring slots, newest first
+    recent_ages: list[int]  # frames since each (the reference: 1..num_recent; selective storing: any)
+    recent_order: list[int]  # temporal position of each: its age (the reference) or its rank 1, 2, .. (selective)
     ptr_cond_slots: list[int]  # conditioning pointers in the past
     ptr_recent_slots: list[int]  # pointer ring slots
     ptr_recent_ages: list[int]
@@ -110,20 +119,35 @@ class MemoryView:
         return len(self.ptr_cond_slots) + len(self.ptr_recent_slots)
 
 
-def select_memories(mem: ObjectMemory, frame: int) -> MemoryView:
-    """The reference's choice: every kept prompted frame, tracked frames t-1..t-N and pointers t-1..t-P."""
+def select_memories(mem: ObjectMemory, frame: int, selective: bool = False) -> MemoryView:
+    """The reference's choice: every kept prompted frame, tracked frames t-1..t-N and pointers t-1..t-P. With
+    selective storing: every remembered tracked frame and pointer before t (the N and P newest stored)."""
     cond = [s for s, f in enumerate(mem.cond_frames) if 0 <= f]
     # Slots in storage order keep the attention sums in the same order on every run.
     cond.sort(key=lambda s: mem.cond_frames[s])
-    n_recent, n_ptr = len(mem.recent_frames), len(mem.ptr_frames)
-    # A slot is live when it holds exactly frame t - d (empty slots hold -1, never a valid frame).
-    recent = [((frame - d) % n_recent, d) for d in range(1, min(n_recent, frame) + 1)]
-    recent_ok = [(s, d) for s, d in recent if mem.recent_frames[s] == frame - d]
-    ptr = [((frame - d) % n_ptr, d) for d in range(1, min(n_ptr, frame) + 1)]
-    ptr_ok = [(s, d) for s, d in ptr if mem.ptr_frames[s] == frame - d]
+    pick = _newest if selective else _last_frames
+    recent, ptr = pick(mem.recent_frames, frame), pick(mem.ptr_frames, frame)
     past_cond = [s for s in cond if mem.cond_frames[s] <= frame]
     return MemoryView(
         cond, [frame - mem.cond_frames[s] for s in cond],
-        [s for s, _ in recent_ok], [d for _, d in recent_ok],
-        past_cond, [s for s, _ in ptr_ok], [d for _, d in ptr_ok],
+        [s for s, _ in recent], [d for _, d in recent],
+        list(range(1, len(recent) + 1)) if selective else [d for _, d in recent],
+        past_cond, [s for s, _ in ptr], [d for _, d in ptr],
     )
+
+
+def _last_frames(frames: list[int], frame: int) -> list[tuple[int, int]]:
+    """(slot, age) of the slots holding exactly frames t-1 .. t-len(frames), newest first."""
+    slot_of = {f: s for s, f in enumerate(frames) if f >= 0}
+    ages = range(1, min(len(frames), frame) + 1)
+    return [(slot_of[frame - d], d) for d in ages if frame - d in slot_of]
+
+
+def _newest(frames: list[int], frame: int) -> list[tuple[int, int]]:
+    """(slot, age) of every slot holding a frame before t, newest first."""
+    return sorted(((s, frame - f) for s, f in enumerate(frames) if 0 <= f < frame), key=lambda sd: sd[1])
+
+
+def _fifo_slot(frames: list[int], frame: int) -> int:
+    """The slot `frame` goes to: its own when stored already, else the oldest (-1, empty, is oldest)."""
+    return frames.index(frame) if frame in frames else min(range(len(frames)), key=frames.__getitem__)

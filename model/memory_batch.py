@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .memory_bank import MemoryView, ObjectMemory, select_memories
+from .memory_bank import MemoryPolicy, MemoryView, ObjectMemory, select_memories
 
 
 @dataclass
@@ -36,10 +36,10 @@ class MemoryLayout:
     bias: torch.Tensor | None  # (N, S*hw + P*k) or None when all zero
 
 
-def memory_layout(model, banks: list[ObjectMemory], frames: list[int], decay: float, dtype: torch.dtype,
+def memory_layout(model, banks: list[ObjectMemory], frames: list[int], policy: MemoryPolicy, dtype: torch.dtype,
                   min_frames: int = 0, min_ptrs: int = 0) -> MemoryLayout:
-    cfg = model.cfg
-    views = [select_memories(b, f) for b, f in zip(banks, frames)]
+    cfg, decay = model.cfg, policy.decay
+    views = [select_memories(b, f, policy.store_threshold is not None) for b, f in zip(banks, frames)]
     N = len(banks)
     S = max(min_frames, *(v.num_spatial for v in views))
     P = max(min_ptrs, *(v.num_ptrs for v in views))
@@ -54,7 +54,7 @@ def memory_layout(model, banks: list[ObjectMemory], frames: list[int], decay: fl
     last_slot = cfg.num_maskmem - 1  # temporal slot of prompted frames; recent ones use 0..num_maskmem-2
     for i, (bank, view) in enumerate(zip(banks, views)):
         s = view.num_spatial
-        tpos[i][:s] = [last_slot] * len(view.cond_slots) + [min(d, last_slot) - 1 for d in view.recent_ages]
+        tpos[i][:s] = [last_slot] * len(view.cond_slots) + [min(o, last_slot) - 1 for o in view.recent_order]
         bias_s[i][:s] = [0.0] * len(view.cond_slots) + [-decay * d for d in view.recent_ages]
         p_cond, p_recent = view.ptr_cond_slots, view.ptr_recent_slots
         p = len(p_cond) + len(p_recent)
@@ -70,9 +70,9 @@ def memory_layout(model, banks: list[ObjectMemory], frames: list[int], decay: fl
                         pos_p.repeat_interleave(k, dim=1).to(dtype), bias)
 
 
-def build_memory_batch(model, banks: list[ObjectMemory], frames: list[int], decay: float,
+def build_memory_batch(model, banks: list[ObjectMemory], frames: list[int], policy: MemoryPolicy,
                        dtype: torch.dtype, min_frames: int = 0, min_ptrs: int = 0) -> MemoryBatch:
-    lay = memory_layout(model, banks, frames, decay, dtype, min_frames, min_ptrs)
+    lay = memory_layout(model, banks, frames, policy, dtype, min_frames, min_ptrs)
     N, S, hw, Cm = len(banks), lay.num_frames, lay.hw, model.cfg.mem_dim
     spatial = torch.zeros(N, S, hw, Cm, dtype=dtype, device=lay.ptrs.device)
     for i, (bank, view) in enumerate(zip(banks, lay.views)):

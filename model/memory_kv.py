@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .memory_bank import MemoryView, ObjectMemory
+from .memory_bank import MemoryPolicy, MemoryView, ObjectMemory
 from .memory_batch import memory_layout
 from .rope import apply_rope
 
@@ -105,12 +105,12 @@ class MemoryKVBuffer:
         return room[0, :n].view(shape), room[1, :n].view(shape)
 
 
-def build_memory_kv(model, banks: list[ObjectMemory], frames: list[int], decay: float, dtype: torch.dtype,
+def build_memory_kv(model, banks: list[ObjectMemory], frames: list[int], policy: MemoryPolicy, dtype: torch.dtype,
                     table: TemporalKeyTable, min_frames: int = 0, min_ptrs: int = 0,
                     buffer: MemoryKVBuffer | None = None) -> MemoryKV:
     """What `build_memory_batch` lays out, projected for every layer, from the banks' caches (written into
     `buffer` when one is given)."""
-    lay = memory_layout(model, banks, frames, decay, dtype, min_frames, min_ptrs)
+    lay = memory_layout(model, banks, frames, policy, dtype, min_frames, min_ptrs)
     entries = _cached_projections(model, banks, lay.views, dtype)  # per object, (L, 2, H, hw, d) per frame
     L, N, hw = model.cfg.memory_attention_layers, len(banks), lay.hw
     tpos_table = table.get(model, hw, dtype, lay.ptrs.device)  # (L, T, H, hw, d)

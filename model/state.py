@@ -1,7 +1,7 @@
 """TrackerState: everything one stream carries from frame to frame, and its snapshot format."""
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 from safetensors.torch import load as load_tensors
@@ -44,8 +44,7 @@ class TrackerState:
                             "num_cond_stored": m.num_cond_stored})
         meta = {"version": SNAPSHOT_VERSION, "height": self.height, "width": self.width,
                 "model_name": self.model_name, "frame_index": self.frame_index, "objects": objects,
-                "policy": {"num_recent": self.policy.num_recent, "max_cond": self.policy.max_cond,
-                           "decay": self.policy.decay}}
+                "policy": asdict(self.policy)}
         return save_tensors(tensors, metadata={"samstream_state": json.dumps(meta)})
 
     @classmethod

@@ -205,10 +205,10 @@ class StreamingTracker:
         pad = [max(c) for c in zip(*(b.capacity() for b in banks))] if self.static_shapes else (0, 0)
         if self.cache_memory_kv:
             dtype = self.autocast_dtype or feats.feat.dtype  # the projections' dtype under autocast
-            kv = build_memory_kv(self.model, banks, frames, self.policy.decay, dtype, self._temporal_keys, *pad,
+            kv = build_memory_kv(self.model, banks, frames, self.policy, dtype, self._temporal_keys, *pad,
                                  buffer=self._kv_buffer)
             return self.model.fuse_with_memory_kv(feats.feat[rows], feats.pos[rows], kv.per_layer(), kv.bias)
-        batch = build_memory_batch(self.model, banks, frames, self.policy.decay, feats.feat.dtype, *pad)
+        batch = build_memory_batch(self.model, banks, frames, self.policy, feats.feat.dtype, *pad)
         return self.model.fuse_with_memory(feats.feat[rows], feats.pos[rows], batch.memory, batch.memory_pos,
                                            batch.num_ptr_tokens, batch.bias)
 
@@ -221,6 +221,7 @@ class StreamingTracker:
         mask_in = torch.where(prompted[:, None, None, None], self.model.upsample(low_res), decoded.high_res)
         mems = self.model.encode_memory(raw_feat, mask_in, decoded.object_score_logits, prompted)
         mems = mems.to(torch.bfloat16)  # memories are kept in bf16, as the reference keeps them
+        keep = self._worth_storing(decoded)
         for j, t in enumerate(tasks):
             state = states[t.stream]
             if t.object_id not in state.objects:
@@ -231,8 +232,17 @@ class StreamingTracker:
             bank = state.objects[t.object_id]
             if t.kind == PROMPT:
                 bank.store_cond(state.frame_index, mems[j], decoded.obj_ptr[j])
-            else:
+            elif keep[j]:
                 bank.store_recent(state.frame_index, mems[j], decoded.obj_ptr[j])
+
+    def _worth_storing(self, decoded: Decoded) -> list[bool]:
+        """Per row, whether a tracked frame is remembered: always, or with selective storing when the object's
+        presence probability reaches the policy's threshold (the one host read this policy costs)."""
+        rows = decoded.object_score_logits.shape[0]
+        if self.policy.store_threshold is None:
+            return [True] * rows
+        present = torch.sigmoid(decoded.object_score_logits[:, 0].float()) >= self.policy.store_threshold
+        return present.tolist()
 
     def _result(self, stream: int, state: TrackerState, tasks: list[_Task], low_res, decoded) -> FrameResult:
         rows = [j for j, t in enumerate(tasks) if t.stream == stream]

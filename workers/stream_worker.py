@@ -73,7 +73,7 @@ class StreamWorker:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch.manual_seed(seed)  # random weights (no checkpoint) are the same in every actor
         model = load_model(spec.preset, spec.checkpoint, spec.image_size, device, storage_options)
-        policy = MemoryPolicy(spec.num_recent, spec.max_cond, spec.decay)
+        policy = MemoryPolicy(spec.num_recent, spec.max_cond, spec.decay, spec.store_threshold)
         self.tracker = StreamingTracker(model, policy, spec.fill_hole_area, AUTOCAST[spec.dtype],
                                         spec.memory_kv_cache)
         if spec.compile:

@@ -15,6 +15,7 @@ class ModelSpec:
     num_recent: int = 6  # MemoryPolicy
     max_cond: int = 16
     decay: float = 0.0
+    store_threshold: float | None = None  # selective storing (MemoryPolicy)
     fill_hole_area: int | None = None  # None = the preset's
     dtype: str = "auto"  # autocast: "auto" (bf16 on CUDA, float32 on CPU), "fp32" or "bf16"
     compile: bool = False  # torch.compile the hot step (static shapes; pays off on long videos on GPUs)
