@@ -8,6 +8,7 @@ J&F over the 5 frames after every return from >= 5 hidden frames).
 
     python -m benchmarks.synthetic_jf [--videos 50] [--frames 64] [--prompt mask] [--checkpoint URL]
                                       [--out out/synthetic_jf] [--actors 2] [--num-recent 6]
+                                      [--split test|val] [--store-threshold P] [--memory-args '--num-keyframes 4']
 
 Writes <out>/results.json and <out>/results.md and prints the table. The corpus is reused when present.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -43,6 +45,7 @@ def run_mode(manifest: Path, out: Path, name: str, args) -> dict:
     job = ["--manifest", str(manifest), "--out", str(pred), "--actors", str(args.actors), "--no-progress",
            "--preset", args.preset] + (["--num-recent", str(args.num_recent)] if name == "memory" else MODES[name])
     job += ["--store-threshold", str(args.store_threshold)] if args.store_threshold is not None else []
+    job += shlex.split(args.memory_args) if name == "memory" else []
     job += ["--checkpoint", args.checkpoint] if args.checkpoint else []
     job += ["--image-size", str(args.image_size)] if args.image_size else []
     start = time.time()
@@ -57,6 +60,7 @@ def run_mode(manifest: Path, out: Path, name: str, args) -> dict:
 
 def markdown(results: dict, args) -> str:
     selective = "" if args.store_threshold is None else f", selective storing at presence >= {args.store_threshold}"
+    selective += f", {args.memory_args}" if args.memory_args else ""
     lines = [f"Synthetic {args.split} split: {args.videos} videos x {args.frames} frames, first-frame {args.prompt} "
              f"prompts, preset {args.preset}, checkpoint {args.checkpoint or 'embedded'}, memory of "
              f"{args.num_recent} recent frames{selective}.", "",
@@ -85,6 +89,8 @@ def main(argv=None) -> int:
                                                               "the reference's)")
     ap.add_argument("--store-threshold", type=float, default=None,
                     help="selective storing in the 'memory' mode (jobs.segment's --store-threshold)")
+    ap.add_argument("--memory-args", default="",
+                    help="more jobs.segment memory options for the 'memory' mode, e.g. '--num-keyframes 4'")
     ap.add_argument("--split", default="test", choices=("test", "val"),
                     help="the held-out split to score (val: for choosing settings without touching test)")
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma list of {list(MODES)}")

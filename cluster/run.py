@@ -43,10 +43,11 @@ class RunConfig:
     def from_args(cls, args, storage_options: dict) -> "RunConfig":
         from model import MemoryPolicy, get_config, resolve_checkpoint
         checkpoint = resolve_checkpoint(args.preset, args.checkpoint)
-        model = ModelSpec(args.preset, checkpoint, args.image_size, args.num_recent, args.max_cond, args.decay,
-                          args.store_threshold, dtype=args.dtype, compile=args.compile, memory_kv_cache=not args.no_memory_kv_cache)
         get_config(args.preset, args.image_size)  # unknown presets and bad sizes fail before any work
-        MemoryPolicy(args.num_recent, args.max_cond, args.decay, args.store_threshold)
+        policy = MemoryPolicy(args.num_recent, args.max_cond, args.decay, args.store_threshold, args.num_keyframes,
+                              args.keyframe_every)
+        model = ModelSpec(args.preset, checkpoint, args.image_size, policy, dtype=args.dtype, compile=args.compile,
+                          memory_kv_cache=not args.no_memory_kv_cache)
         return cls(out=args.out.rstrip("/"), model=model, chunk_frames=args.chunk_frames, actors=args.actors,
                    streams_per_actor=args.streams_per_actor, threads_per_actor=args.threads_per_actor,
                    max_retries=args.max_retries, address=args.address, num_cpus=args.num_cpus,

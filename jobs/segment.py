@@ -58,6 +58,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--store-threshold", type=float, default=None,
                     help="selective storing: remember a tracked frame only when the object's presence probability "
                          "is at least this; the N most recent remembered frames are kept (default: every frame)")
+    ap.add_argument("--num-keyframes", type=int, default=0,
+                    help="long-term keyframes kept beside the recent frames (default 0: none, as the reference)")
+    ap.add_argument("--keyframe-every", type=int, default=8,
+                    help="a remembered frame every this many frames after an object's first becomes a keyframe")
     ap.add_argument("--max-retries", type=int, default=3)
     ap.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else a local Ray)")
     ap.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray started by this job")

@@ -24,6 +24,10 @@ class MemoryPolicy:
     # longer than N frames is still remembered as it looked. None: every tracked frame (the reference). Costs
     # one read of the objects' scores to the host per frame.
     store_threshold: float | None = None
+    # Long-term keyframes: besides the N recent frames, the remembered frames every `keyframe_every` frames after
+    # the object's first are kept in a FIFO of this many more slots (0: none, the reference), for long reach.
+    num_keyframes: int = 0
+    keyframe_every: int = 8
 
     def __post_init__(self):
         if not 0 <= self.num_recent <= 32:
@@ -34,6 +38,16 @@ class MemoryPolicy:
             raise ValueError(f"decay must be >= 0, got {self.decay}")
         if self.store_threshold is not None and not 0.0 <= self.store_threshold <= 1.0:
             raise ValueError(f"store_threshold must be a probability in [0, 1] or None, got {self.store_threshold}")
+        if not 0 <= self.num_keyframes <= 32:
+            raise ValueError(f"num_keyframes must be in 0..32, got {self.num_keyframes}")
+        if self.keyframe_every < 1:
+            raise ValueError(f"keyframe_every must be >= 1, got {self.keyframe_every}")
+        if self.num_keyframes and not self.num_recent:
+            raise ValueError(f"num_keyframes={self.num_keyframes} needs memory on (num_recent > 0)")
+
+    def is_keyframe(self, age: int) -> bool:
+        """Whether a remembered frame `age` frames after the object's first frame is also a keyframe."""
+        return self.num_keyframes > 0 and age % self.keyframe_every == 0
 
 
 @dataclass
@@ -45,13 +59,15 @@ class ObjectMemory:
     cond_feats: torch.Tensor  # (max_cond, Cm, h, w) bf16, spatial memories of prompted frames
     cond_ptrs: torch.Tensor  # (max_cond, C) object pointers of prompted frames
     cond_frames: list[int]  # (max_cond,) frame index per slot
-    recent_feats: torch.Tensor  # (num_recent, Cm, h, w) bf16, ring indexed by frame % num_recent
+    recent_feats: torch.Tensor  # (num_recent, Cm, h, w) bf16, FIFO: a new frame replaces the oldest
     recent_frames: list[int]  # (num_recent,)
-    ptrs: torch.Tensor  # (num_ptrs, C) ring indexed by frame % num_ptrs
+    ptrs: torch.Tensor  # (num_ptrs, C) FIFO as recent_feats
     ptr_frames: list[int]  # (num_ptrs,)
     num_cond_stored: int = 0  # prompted frames ever stored (the next cond slot is this % max_cond)
+    key_feats: torch.Tensor | None = None  # (num_keyframes, Cm, h, w) bf16, long-term keyframes, FIFO
+    key_frames: list[int] = field(default_factory=list)  # (num_keyframes,)
     # Derived, never saved: memory attention's keys and values of stored memories (memory_kv.py), per
-    # ("cond" | "recent", slot) -> (frame, (L, 2, H, hw, d)); an entry goes when its slot is overwritten.
+    # ("cond" | "key" | "recent", slot) -> (frame, (L, 2, H, hw, d)); an entry goes when its slot is overwritten.
     kv_cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -63,7 +79,9 @@ class ObjectMemory:
             torch.zeros(policy.max_cond, ptr_dim, device=device), [-1] * policy.max_cond,
             torch.zeros(policy.num_recent, *mem_shape, dtype=torch.bfloat16, device=device),
             [-1] * policy.num_recent,
-            torch.zeros(num_ptrs, ptr_dim, device=device), [-1] * num_ptrs,
+            torch.zeros(num_ptrs, ptr_dim, device=device), [-1] * num_ptrs, 0,
+            torch.zeros(policy.num_keyframes, *mem_shape, dtype=torch.bfloat16, device=device),
+            [-1] * policy.num_keyframes,
         )
 
     def store_cond(self, frame: int, feats: torch.Tensor, ptr: torch.Tensor) -> None:
@@ -86,15 +104,21 @@ class ObjectMemory:
         self.ptrs[slot] = ptr
         self.ptr_frames[slot] = frame
 
+    def store_keyframe(self, frame: int, feats: torch.Tensor) -> None:
+        slot = _fifo_slot(self.key_frames, frame)
+        self.key_feats[slot] = feats
+        self.key_frames[slot] = frame
+        self.kv_cache.pop(("key", slot), None)
+
     def capacity(self) -> tuple[int, int]:
         """(spatial frames, pointers) this bank can put in front of memory attention until its next prompt:
         the static shapes a compiled step pads to."""
         cond = sum(f >= 0 for f in self.cond_frames)
-        return cond + len(self.recent_frames), cond + len(self.ptr_frames)
+        return cond + len(self.key_frames) + len(self.recent_frames), cond + len(self.ptr_frames)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {"cond_feats": self.cond_feats, "cond_ptrs": self.cond_ptrs,
-                "recent_feats": self.recent_feats, "ptrs": self.ptrs}
+        return {"cond_feats": self.cond_feats, "cond_ptrs": self.cond_ptrs, "recent_feats": self.recent_feats,
+                "ptrs": self.ptrs, **({"key_feats": self.key_feats} if self.key_frames else {})}
 
 
 @dataclass(frozen=True)
@@ -106,13 +130,15 @@ class MemoryView:
     recent_slots: list[int]  # recent ring slots, newest first
     recent_ages: list[int]  # frames since each (the reference: 1..num_recent; selective storing: any)
     recent_order: list[int]  # temporal position of each: its age (the reference) or its rank 1, 2, .. (selective)
+    key_slots: list[int]  # keyframe slots not among the recent frames, newest first
+    key_ages: list[int]
     ptr_cond_slots: list[int]  # conditioning pointers in the past
     ptr_recent_slots: list[int]  # pointer ring slots
     ptr_recent_ages: list[int]
 
     @property
     def num_spatial(self) -> int:
-        return len(self.cond_slots) + len(self.recent_slots)
+        return len(self.cond_slots) + len(self.key_slots) + len(self.recent_slots)
 
     @property
     def num_ptrs(self) -> int:
@@ -128,10 +154,13 @@ def select_memories(mem: ObjectMemory, frame: int, selective: bool = False) -> M
     pick = _newest if selective else _last_frames
     recent, ptr = pick(mem.recent_frames, frame), pick(mem.ptr_frames, frame)
     past_cond = [s for s in cond if mem.cond_frames[s] <= frame]
+    recent_frames = {mem.recent_frames[s] for s, _ in recent}
+    keys = [(s, d) for s, d in _newest(mem.key_frames, frame) if frame - d not in recent_frames]
     return MemoryView(
         cond, [frame - mem.cond_frames[s] for s in cond],
         [s for s, _ in recent], [d for _, d in recent],
         list(range(1, len(recent) + 1)) if selective else [d for _, d in recent],
+        [s for s, _ in keys], [d for _, d in keys],
         past_cond, [s for s, _ in ptr], [d for _, d in ptr],
     )
 

@@ -54,8 +54,10 @@ def memory_layout(model, banks: list[ObjectMemory], frames: list[int], policy: M
     last_slot = cfg.num_maskmem - 1  # temporal slot of prompted frames; recent ones use 0..num_maskmem-2
     for i, (bank, view) in enumerate(zip(banks, views)):
         s = view.num_spatial
-        tpos[i][:s] = [last_slot] * len(view.cond_slots) + [min(o, last_slot) - 1 for o in view.recent_order]
-        bias_s[i][:s] = [0.0] * len(view.cond_slots) + [-decay * d for d in view.recent_ages]
+        # Keyframes are old: they share the oldest recent encoding, as recent memories past 6 frames do.
+        tpos[i][:s] = ([last_slot] * len(view.cond_slots) + [min(d, last_slot) - 1 for d in view.key_ages]
+                       + [min(o, last_slot) - 1 for o in view.recent_order])
+        bias_s[i][:s] = [0.0] * len(view.cond_slots) + [-decay * d for d in view.key_ages + view.recent_ages]
         p_cond, p_recent = view.ptr_cond_slots, view.ptr_recent_slots
         p = len(p_cond) + len(p_recent)
         ptrs[i, :p] = torch.cat([bank.cond_ptrs[p_cond], bank.ptrs[p_recent]]).to(dtype)
@@ -76,7 +78,8 @@ def build_memory_batch(model, banks: list[ObjectMemory], frames: list[int], poli
     N, S, hw, Cm = len(banks), lay.num_frames, lay.hw, model.cfg.mem_dim
     spatial = torch.zeros(N, S, hw, Cm, dtype=dtype, device=lay.ptrs.device)
     for i, (bank, view) in enumerate(zip(banks, lay.views)):
-        feats = torch.cat([bank.cond_feats[view.cond_slots], bank.recent_feats[view.recent_slots]])  # (s, Cm, h, w)
+        feats = torch.cat([bank.cond_feats[view.cond_slots], bank.key_feats[view.key_slots],
+                           bank.recent_feats[view.recent_slots]])  # (s, Cm, h, w)
         spatial[i, :feats.shape[0]] = feats.flatten(2).transpose(1, 2).to(dtype)  # (s, hw, Cm)
     memory = torch.cat([spatial.flatten(1, 2), lay.ptr_tokens], dim=1)  # (N, S*hw + P*k, Cm)
     cfg, device = model.cfg, lay.ptrs.device

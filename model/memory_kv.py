@@ -146,8 +146,10 @@ def _cached_projections(model, banks: list[ObjectMemory], views: list[MemoryView
 
 
 def _spatial_slots(bank: ObjectMemory, view: MemoryView) -> list[tuple[tuple[str, int], int, torch.Tensor]]:
-    """(cache key, frame, memory) of each attended spatial slot, in the layout's order: prompted, then recent."""
+    """(cache key, frame, memory) of each attended spatial slot, in the layout's order: prompted, keyframes,
+    recent."""
     return ([(("cond", s), bank.cond_frames[s], bank.cond_feats[s]) for s in view.cond_slots]
+            + [(("key", s), bank.key_frames[s], bank.key_feats[s]) for s in view.key_slots]
             + [(("recent", s), bank.recent_frames[s], bank.recent_feats[s]) for s in view.recent_slots])
 
 

@@ -41,7 +41,7 @@ class TrackerState:
                 tensors[f"{m.object_id}.{name}"] = t.detach().cpu().contiguous()
             objects.append({"object_id": m.object_id, "first_frame": m.first_frame, "cond_frames": m.cond_frames,
                             "recent_frames": m.recent_frames, "ptr_frames": m.ptr_frames,
-                            "num_cond_stored": m.num_cond_stored})
+                            "num_cond_stored": m.num_cond_stored, "key_frames": m.key_frames})
         meta = {"version": SNAPSHOT_VERSION, "height": self.height, "width": self.width,
                 "model_name": self.model_name, "frame_index": self.frame_index, "objects": objects,
                 "policy": asdict(self.policy)}
@@ -61,9 +61,12 @@ class TrackerState:
         for o in meta["objects"]:
             oid = o["object_id"]
             t = {k: tensors[f"{oid}.{k}"].to(device) for k in ("cond_feats", "cond_ptrs", "recent_feats", "ptrs")}
+            key_frames = o.get("key_frames", [])  # snapshots before keyframes existed have none
+            keys = (tensors[f"{oid}.key_feats"].to(device) if key_frames
+                    else t["cond_feats"].new_zeros((0, *t["cond_feats"].shape[1:])))
             state.objects[oid] = ObjectMemory(oid, o["first_frame"], t["cond_feats"], t["cond_ptrs"],
                                               o["cond_frames"], t["recent_feats"], o["recent_frames"], t["ptrs"],
-                                              o["ptr_frames"], o["num_cond_stored"])
+                                              o["ptr_frames"], o["num_cond_stored"], keys, key_frames)
         return state
 
 

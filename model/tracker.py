@@ -234,6 +234,8 @@ class StreamingTracker:
                 bank.store_cond(state.frame_index, mems[j], decoded.obj_ptr[j])
             elif keep[j]:
                 bank.store_recent(state.frame_index, mems[j], decoded.obj_ptr[j])
+                if self.policy.is_keyframe(state.frame_index - bank.first_frame):
+                    bank.store_keyframe(state.frame_index, mems[j])
 
     def _worth_storing(self, decoded: Decoded) -> list[bool]:
         """Per row, whether a tracked frame is remembered: always, or with selective storing when the object's

@@ -92,3 +92,50 @@ def test_selective_snapshot_resumes_bit_identically(trained_model):
     tracker = StreamingTracker(trained_model, resumed.policy)
     for t in range(12, 24):
         assert torch.equal(tracker.step(resumed, frames[t]).logits, logits[t]), f"frame {t}"
+
+
+def keyframe_bank(last: int) -> ObjectMemory:
+    """Frames 1..last remembered with 2 recent slots and 2 keyframe slots, a keyframe every 4 frames."""
+    policy = MemoryPolicy(num_recent=2, num_keyframes=2, keyframe_every=4)
+    bank = ObjectMemory.allocate(1, 0, policy, 4, (2, 1, 1), 2, torch.device("cpu"))
+    for f in range(1, last + 1):
+        bank.store_recent(f, torch.full((2, 1, 1), float(f)), torch.zeros(2))
+        if policy.is_keyframe(f - bank.first_frame):
+            bank.store_keyframe(f, torch.full((2, 1, 1), float(f)))
+    return bank
+
+
+def test_keyframes_reach_past_the_recent_frames():
+    bank = keyframe_bank(10)
+    assert sorted(bank.key_frames) == [4, 8] and sorted(bank.recent_frames) == [9, 10]
+    view = select_memories(bank, 11)
+    assert [bank.key_frames[s] for s in view.key_slots] == [8, 4] and view.key_ages == [3, 7]
+    assert view.num_spatial == 4 and bank.capacity()[0] == 4
+    bank = keyframe_bank(12)  # keyframe 12 replaced the oldest, 4
+    assert sorted(bank.key_frames) == [8, 12]
+    early = select_memories(bank, 13)  # keyframe 12 is also t-1: attended once, as a recent frame
+    assert [bank.recent_frames[s] for s in early.recent_slots] == [12, 11]
+    assert [bank.key_frames[s] for s in early.key_slots] == [8]
+
+
+@pytest.mark.parametrize("bad", [dict(num_keyframes=33), dict(num_keyframes=-1), dict(keyframe_every=0),
+                                 dict(num_recent=0, num_keyframes=2)])
+def test_keyframe_settings_are_checked(bad):
+    with pytest.raises(ValueError, match=str(list(bad.values())[-1])):
+        MemoryPolicy(**bad)
+
+
+def test_keyframes_change_late_frames_and_survive_a_snapshot(trained_model):
+    frames = moving_shapes(24, 96, 128, seed=3)
+    policy = MemoryPolicy(num_keyframes=2, keyframe_every=4)
+    logits, _, state, snapshot = run(trained_model, policy, frames, snapshot_at=14)
+    default, _, reference_state, _ = run(trained_model, MemoryPolicy(), frames)
+    torch.testing.assert_close(logits[:11], default[:11], rtol=0, atol=0)  # keyframe 4 joins at frame 11
+    assert not torch.allclose(logits[11:], default[11:])
+    assert all(sorted(b.key_frames) == [16, 20] for b in state.objects.values())
+    assert state.nbytes > reference_state.nbytes
+    resumed = TrackerState.from_bytes(snapshot)
+    assert resumed.policy == policy and all(sorted(b.key_frames) == [8, 12] for b in resumed.objects.values())
+    tracker = StreamingTracker(trained_model, policy)
+    for t in range(14, 24):
+        assert torch.equal(tracker.step(resumed, frames[t]).logits, logits[t]), f"frame {t}"

@@ -14,6 +14,8 @@ POLICIES = {
     "memory-off": MemoryPolicy(num_recent=0),
     "decay": MemoryPolicy(decay=0.5),
     "two-prompted-slots": MemoryPolicy(max_cond=2),  # re-prompts overwrite prompted slots
+    "keyframes": MemoryPolicy(num_recent=2, num_keyframes=2, keyframe_every=3),  # keyframes past the recent ones
+    "selective": MemoryPolicy(store_threshold=0.5),
 }
 # Stream 0: two objects from frame 0, object 1 re-prompted on 5 and 9; stream 1: object 3 joins on frame 4.
 SCHEDULE = [{0: [Prompt(1, points=[[40, 30]], labels=[1]), Prompt(2, box=[60, 40, 100, 80])],
@@ -48,7 +50,7 @@ def test_cached_keys_and_values_give_the_same_masks(tiny_model, name):
             torch.testing.assert_close(a.logits, b.logits, atol=1e-4, rtol=0)
     for state in states:  # at most one entry per live slot: overwritten slots do not pile up
         for bank in state.objects.values():
-            live = sum(f >= 0 for f in bank.cond_frames) + sum(f >= 0 for f in bank.recent_frames)
+            live = sum(f >= 0 for f in bank.cond_frames + bank.recent_frames + bank.key_frames)
             assert 0 < len(bank.kv_cache) <= live
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model import MemoryPolicy, StreamingTracker, TrackerState, load_model
+from model import StreamingTracker, TrackerState, load_model
 
 from .host_allocator import tune_host_allocator
 from .masklets import ChunkRows, MaskletWriter
@@ -73,8 +73,7 @@ class StreamWorker:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch.manual_seed(seed)  # random weights (no checkpoint) are the same in every actor
         model = load_model(spec.preset, spec.checkpoint, spec.image_size, device, storage_options)
-        policy = MemoryPolicy(spec.num_recent, spec.max_cond, spec.decay, spec.store_threshold)
-        self.tracker = StreamingTracker(model, policy, spec.fill_hole_area, AUTOCAST[spec.dtype],
+        self.tracker = StreamingTracker(model, spec.policy, spec.fill_hole_area, AUTOCAST[spec.dtype],
                                         spec.memory_kv_cache)
         if spec.compile:
             self.tracker.compile()

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, field
 
-from model import Prompt
+from model import MemoryPolicy, Prompt
 
 from .video_source import VideoInfo
 
@@ -12,10 +12,7 @@ class ModelSpec:
     preset: str  # model preset name
     checkpoint: str | None = None  # fsspec URL of the weights; None = random (seeded) weights
     image_size: int | None = None  # override of the preset's image size
-    num_recent: int = 6  # MemoryPolicy
-    max_cond: int = 16
-    decay: float = 0.0
-    store_threshold: float | None = None  # selective storing (MemoryPolicy)
+    policy: MemoryPolicy = MemoryPolicy()  # what each object's memory bank keeps
     fill_hole_area: int | None = None  # None = the preset's
     dtype: str = "auto"  # autocast: "auto" (bf16 on CUDA, float32 on CPU), "fp32" or "bf16"
     compile: bool = False  # torch.compile the hot step (static shapes; pays off on long videos on GPUs)
