@@ -54,7 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--num-recent", type=int, default=6)
     ap.add_argument("--max-cond", type=int, default=16)
     ap.add_argument("--decay", type=float, default=0.0,
-                    help="temporal decay lambda: attention to a recent memory dt frames old is weighted exp(-lambda*dt)")
+                    help="temporal decay lambda: attention to a recent memory dt frames old is weighted "
+                         "exp(-lambda*dt)")
     ap.add_argument("--store-threshold", type=float, default=None,
                     help="selective storing: remember a tracked frame only when the object's presence probability "
                          "is at least this; the N most recent remembered frames are kept (default: every frame)")
