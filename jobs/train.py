@@ -3,13 +3,14 @@
     python -m jobs.train --out DIR [--steps N] [--batch B] [--resume | --init WEIGHTS] [--workers W] [--lr 5e-4]
 
 Each step renders B videos, cuts one clip from each (length from the curriculum, random frame drops as
-occlusion gaps), runs model.train_step.clip_forward and sums model.losses per frame. Every --log-every
-steps a JSON line goes to DIR/log.jsonl; every --eval-every steps the real StreamingTracker runs on a few
-val-split videos with first-frame prompts (--val-prompt) and J&F is logged. Checkpoints: DIR/model.safetensors (loadable by
-model.load_model("synthetic-tiny", checkpoint=...)) and DIR/train_state.pt (optimizer + step, weights-only
-torch file); --resume continues from them (step count and curriculum); --init starts from given weights with a
-fresh optimizer. --workers W trains data-parallel in W processes (gloo, one thread each by default: on a
-2-core CPU two ranks train ~2x faster than one 2-thread process). DIR/curves.png plots the log.
+occlusion gaps), runs model.train_step.clips_forward (the step's clips of one length as one batch) and sums
+model.losses per frame. Every --log-every steps a JSON line goes to DIR/log.jsonl; every --eval-every steps
+the real StreamingTracker runs on a few val-split videos with first-frame prompts (--val-prompt) and J&F is
+logged. Checkpoints: DIR/model.safetensors (loadable by model.load_model("synthetic-tiny", checkpoint=...))
+and DIR/train_state.pt (optimizer + step, weights-only torch file); --resume continues from them (step count
+and curriculum); --init starts from given weights with a fresh optimizer. --workers W trains data-parallel in
+W processes (gloo, one thread each by default: on a 2-core CPU two ranks train ~2x faster than one 2-thread
+process). DIR/curves.png plots the log.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from safetensors.torch import save_file
 from model import Prompt, StreamingTracker, load_model
 from model.metrics import davis_summary, frame_scores, object_score
 from model.losses import MaskLossWeights
-from model.train_step import clip_forward, clip_loss
+from model.train_step import TrainClip, clip_loss, clips_forward
 from workers.synthetic import SyntheticConfig, first_frame_prompts, render_video, split_seed
 
 PRESET = "synthetic-tiny"
@@ -171,6 +172,11 @@ def to_input(model, frames: np.ndarray, masks: np.ndarray, device) -> tuple[torc
 
 # ---------------------------------------------------------------------------------------------- steps
 
+def _by_length(clips: list[TrainClip]) -> list[list[TrainClip]]:
+    lengths = sorted({len(c.frame_index) for c in clips})
+    return [[c for c in clips if len(c.frame_index) == n] for n in lengths]
+
+
 def train_step(model, opt, args, step: int, device) -> dict:
     """One optimizer step over args.batch clips; returns the logged numbers."""
     # Data depends on (seed, step, rank): resumes see new clips, and data-parallel ranks different ones.
@@ -178,22 +184,25 @@ def train_step(model, opt, args, step: int, device) -> dict:
     gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step + args.rank * 7_919_000_003)
     length = clip_length(args.curriculum_steps, step)
     opt.zero_grad(set_to_none=True)
-    totals: dict[str, float] = {}
-    n = 0
-    while n < args.batch:
+    clips: list[TrainClip] = []
+    while len(clips) < args.batch:
         image = args.image_share > 0 and rng.random() < args.image_share  # off: the same clips as before
         clip = sample_clip(rng, int(rng.integers(0, 2**32)), 1 if image else length, args, model.cfg.image_size)
         if clip is None:
             continue
         frames, gt = to_input(model, clip[0], clip[1], device)
         prompt, clicks = clip_recipe(rng, len(clip[2]), image_mix(args.prompt_mix) if image else args.prompt_mix)
+        clips.append(TrainClip(frames, gt, clip[2], prompt, clicks, gen))
+    totals: dict[str, float] = {}
+    for group in _by_length(clips):  # one batched unroll per clip length (single frames, video clips)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            outputs = clip_forward(model, frames, gt, clip[2], prompt, clicks, gen)
-        loss, parts = clip_loss(outputs, gt, MaskLossWeights(temporal=args.temporal_weight))
-        (loss / args.batch).backward()
-        for k, v in [("loss", loss), *parts.items()]:
-            totals[k] = totals.get(k, 0.0) + float(v.detach()) / args.batch
-        n += 1
+            outputs = clips_forward(model, group)
+        losses = [clip_loss(out, c.gt_masks, MaskLossWeights(temporal=args.temporal_weight))
+                  for out, c in zip(outputs, group)]
+        (sum(loss for loss, _ in losses) / args.batch).backward()
+        for loss, parts in losses:
+            for k, v in [("loss", loss), *parts.items()]:
+                totals[k] = totals.get(k, 0.0) + float(v.detach()) / args.batch
     if args.workers > 1:
         totals = _all_reduce_mean(model, totals)
     for g in opt.param_groups:
@@ -387,6 +396,18 @@ def _rank_main(rank: int, args, port: int) -> None:
 
 
 def train(args) -> int:
+    """The training loop of one process (denormal floats flushed to zero on CPU, restored after)."""
+    # Peaked softmaxes (the memory attention's locality prior) leave denormal gradients, which x86 cores work
+    # through ~100x slower: a step took 16% longer with them on this machine (docs/benchmarks.md).
+    flush = _device(args.device).type == "cpu" and torch.set_flush_denormal(True)
+    try:
+        return _train(args)
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
+
+
+def _train(args) -> int:
     """The training loop of one process; rank 0 logs, evaluates and saves."""
     out, device, lead = Path(args.out), _device(args.device), args.rank == 0
     threads = args.threads or (1 if args.workers > 1 else None)

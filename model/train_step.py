@@ -15,13 +15,16 @@ and make the memory's ages irregular, as at inference after a hidden stretch):
   clicks, sigmoid otherwise (`model.encode_memory`). Memories keep their graph, so later frames' losses
   train the memory encoder and the memory attention.
 
-Pure torch, no I/O. Simplifications against Meta's trainer: one conditioning frame, no re-prompting on later
-frames, clicks per step sampled uniformly from the error region (not the error's interior).
+`clips_forward` unrolls several clips of one length as one batch of their objects (ragged memories padded with
+a -inf attention bias): the same arithmetic as one clip at a time in fewer, larger calls. Pure torch, no I/O.
+Simplifications against Meta's trainer: one conditioning frame, no re-prompting on later frames, clicks per
+step sampled uniformly from the error region (not the error's interior).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from .losses import MaskLossWeights, combined_loss
 from .prompts import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, NEGATIVE, POSITIVE
@@ -109,102 +112,211 @@ def _decode_all(model: SAM2Model, feat, high_res, points, labels, mask_input, mu
     return StepOutput(masks, ious.float(), obj_logits.float(), chosen), ptr
 
 
-def _clip_memory(model: SAM2Model, mems: list, ptrs: list, frame_index: list[int], pos: int,
-                 num_recent: int):
-    """Memory of position `pos` from the clip's earlier memories (O, Cm, h, w) / pointers (O, C)."""
-    cfg = model.cfg
+@dataclass
+class TrainClip:
+    """One clip's inputs to `clips_forward`."""
+
+    frames: torch.Tensor  # (T, 3, S, S) normalised
+    gt_masks: torch.Tensor  # (T, O, S, S) bool, every object visible on position 0
+    frame_index: list[int]  # T increasing video frame indices (gaps = dropped frames)
+    prompt: str = "mask"  # position 0's prompt: "mask", "point" or "box"
+    clicks: dict[int, int] = field(default_factory=dict)  # {position: corrective clicks}
+    generator: torch.Generator | None = None  # this clip's box noise and click draws
+
+
+def _clip_memory(model: SAM2Model, mems: list, ptrs: list, frame_index: list[int], pos: int, num_recent: int):
+    """One clip's memory at `pos` from its earlier memories (O, Cm, h, w) / pointers (O, C) ->
+    (spatial (O, s, hw, Cm), temporal slots [s], pointers (O, P, C), pointer offsets [P])."""
+    last_slot = model.cfg.num_maskmem - 1
     f = frame_index[pos]
-    last_slot = cfg.num_maskmem - 1
     # Conditioning frame first, then recent frames by increasing age: memory_batch.py's order.
     recent = sorted((f - frame_index[j], j) for j in range(1, pos) if f - frame_index[j] <= num_recent)
-    spatial = [mems[0]] + [mems[j] for _, j in recent]
+    spatial = torch.stack([mems[0]] + [mems[j] for _, j in recent], 1).flatten(3).transpose(2, 3)  # (O, s, hw, Cm)
     tpos = [last_slot] + [min(d, last_slot) - 1 for d, _ in recent]
-    ptr_recent = sorted((f - frame_index[j], j) for j in range(1, pos) if f - frame_index[j] <= cfg.max_obj_ptrs - 1)
-    ptr_list = [ptrs[0]] + [ptrs[j] for _, j in ptr_recent]
-    offsets = [f - frame_index[0]] + [d for d, _ in ptr_recent]
-    O, Cm = mems[0].shape[:2]
-    C = ptrs[0].shape[1]
+    max_age = model.cfg.max_obj_ptrs - 1
+    ptr_recent = sorted((f - frame_index[j], j) for j in range(1, pos) if f - frame_index[j] <= max_age)
+    ptr = torch.stack([ptrs[0]] + [ptrs[j] for _, j in ptr_recent], 1)  # (O, P, C)
+    return spatial, tpos, ptr, [f - frame_index[0]] + [d for d, _ in ptr_recent]
+
+
+def _batch_memory(model: SAM2Model, parts: list[tuple]):
+    """Clips' `_clip_memory` parts padded into one batch (memory_batch.py's layout: [s x hw][P x k]; padding
+    gets a -inf attention bias) -> memory (N, L, Cm), memory_pos (N, L, Cm), pointer tokens, bias (N, L) or None."""
+    cfg = model.cfg
+    s_max, p_max = max(len(p[1]) for p in parts), max(len(p[3]) for p in parts)
+    spatial0, ptr0 = parts[0][0], parts[0][2]
+    hw, Cm, C, device = spatial0.shape[2], spatial0.shape[3], ptr0.shape[2], spatial0.device
     k = C // Cm  # a pointer of width C becomes k memory tokens of width Cm
-    spatial_t = torch.stack(spatial, 1).flatten(3).transpose(2, 3)  # (O, s, hw, Cm)
-    tpos_enc = model.maskmem_tpos_enc.view(cfg.num_maskmem, Cm)[torch.tensor(tpos, device=spatial_t.device)]
-    pos_s = model.memory_pos(spatial_t.device)[None] + tpos_enc[:, None, :]  # (s, hw, Cm)
-    ptr_t = torch.stack(ptr_list, 1)  # (O, P, C)
-    P = ptr_t.shape[1]
-    pos_p = model.pointer_pos(torch.tensor(offsets, device=ptr_t.device, dtype=torch.float32))  # (P, Cm)
-    memory = torch.cat([spatial_t.flatten(1, 2), ptr_t.reshape(O, P * k, Cm).to(spatial_t.dtype)], 1)
-    memory_pos = torch.cat([pos_s.flatten(0, 1), pos_p.repeat_interleave(k, 0)], 0)  # (L, Cm)
-    return memory, memory_pos.to(memory.dtype).expand(O, -1, -1), P * k
+    grid_pos, tpos_table = model.memory_pos(device), model.maskmem_tpos_enc.view(cfg.num_maskmem, Cm)
+    memory, memory_pos, bias = [], [], []
+    for spatial, tpos, ptr, offsets in parts:
+        O, s, P = spatial.shape[0], len(tpos), len(offsets)
+        spatial = F.pad(spatial, (0, 0, 0, 0, 0, s_max - s))  # (O, s_max, hw, Cm)
+        ptr = F.pad(ptr, (0, 0, 0, p_max - P)).reshape(O, p_max * k, Cm)  # (O, p_max*k, Cm)
+        tpos_enc = tpos_table[torch.tensor(tpos + [0] * (s_max - s), device=device)]  # (s_max, Cm)
+        pos_s = grid_pos[None] + tpos_enc[:, None, :]  # (s_max, hw, Cm)
+        pos_p = model.pointer_pos(torch.tensor(offsets + [0] * (p_max - P), device=device, dtype=torch.float32))
+        memory.append(torch.cat([spatial.flatten(1, 2), ptr.to(spatial.dtype)], 1))  # (O, L, Cm)
+        pos = torch.cat([pos_s.flatten(0, 1), pos_p.repeat_interleave(k, 0)], 0)  # (L, Cm)
+        memory_pos.append(pos.to(spatial.dtype).expand(O, -1, -1))
+        keep = torch.cat([torch.arange(s_max, device=device).repeat_interleave(hw) < s,
+                          torch.arange(p_max, device=device).repeat_interleave(k) < P])  # (L,)
+        bias.append(torch.zeros(keep.shape, device=device).masked_fill(~keep, float("-inf")).expand(O, -1))
+    padded = any(len(p[1]) < s_max or len(p[3]) < p_max for p in parts)
+    return torch.cat(memory), torch.cat(memory_pos), p_max * k, torch.cat(bias) if padded else None
 
 
-def _first_decode(model, f, gt, prompt, points, labels, pos, mems, ptrs, frame_index, num_recent):
-    """The first decode of position `pos`: from the prompt on frame 0, from memory on later frames."""
-    feat, high_res = f.feat, f.high_res
-    if pos == 0 and prompt == "mask":
-        d = model.decode_mask_prompt(feat, high_res, gt[:, None].float())
-        out = StepOutput(d.low_res, d.iou[:, None], d.object_score_logits, d.low_res)
-        return out, d.obj_ptr, feat
-    if pos == 0:
-        fused = model.without_memory(feat)
-        step, ptr = _decode_all(model, fused, high_res, points, labels, None,
-                                points.shape[1] <= model.cfg.multimask_max_pt_num)
-        return step, ptr, fused
-    memory, memory_pos, n_ptr = _clip_memory(model, mems, ptrs, frame_index, pos, num_recent)
-    fused = model.fuse_with_memory(feat, f.pos, memory, memory_pos, n_ptr, None)
-    step, ptr = _decode_all(model, fused, high_res, None, None, None, model.cfg.multimask_for_tracking)  # as inference
+def _cat_steps(steps: list[StepOutput]) -> StepOutput:
+    return StepOutput(*(torch.cat([getattr(s, n) for s in steps]) for n in ("logits", "ious",
+                                                                          "object_score_logits", "chosen")))
+
+
+def _split_step(step: StepOutput, sizes: list[int]) -> list[StepOutput]:
+    fields = (step.logits, step.ious, step.object_score_logits, step.chosen)
+    return [StepOutput(*parts) for parts in zip(*(x.split(sizes) for x in fields))]
+
+
+def _prompt_decode(model, f, gt, kind: str, points, labels):
+    """Position 0 of clips prompted with `kind` (their objects' features `f`) -> (StepOutput, pointers, fused)."""
+    if kind == "mask":
+        d = model.decode_mask_prompt(f.feat, f.high_res, gt[:, None].float())
+        return StepOutput(d.low_res, d.iou[:, None], d.object_score_logits, d.low_res), d.obj_ptr, f.feat
+    fused = model.without_memory(f.feat)
+    step, ptr = _decode_all(model, fused, f.high_res, points, labels, None,
+                            points.shape[1] <= model.cfg.multimask_max_pt_num)
     return step, ptr, fused
+
+
+def clips_forward(model: SAM2Model, clips: list[TrainClip], num_recent: int = 6) -> list[list[FrameOutput]]:
+    """Unroll SAM 2's training recipe over clips of one length at once -> per clip, one FrameOutput per
+    position. The clips' objects are one batch at every position (the image encoder sees all their frames in
+    one call): the same arithmetic as one clip at a time, at a fraction of the calls."""
+    T = len(clips[0].frame_index)
+    for c in clips:
+        if c.prompt not in PROMPT_KINDS:
+            raise ValueError(f"prompt must be one of {PROMPT_KINDS}, got {c.prompt!r}")
+        if c.frames.shape[0] != T or c.gt_masks.shape[0] != T or len(c.frame_index) != T:
+            raise ValueError(f"clips of {T} positions expected: {c.frames.shape[0]} frames, "
+                             f"{c.gt_masks.shape[0]} GT frames, {len(c.frame_index)} frame indices")
+    sizes = [c.gt_masks.shape[1] for c in clips]
+    device = clips[0].frames.device
+    feats = model.encode_frames(torch.cat([c.frames for c in clips]))  # (len(clips) * T, ...) one call
+    frame_row = torch.tensor([i * T for i, n in enumerate(sizes) for _ in range(n)], device=device)  # (N,)
+    prompts = [(None, None) if c.prompt == "mask" else gt_prompt(c.gt_masks[0], c.prompt, c.generator)
+               for c in clips]
+    state = _ClipsState(clips, sizes, prompts)
+    outputs: list[list[FrameOutput]] = [[] for _ in clips]
+    mems, ptrs = [], []
+    for pos in range(T):
+        f = feats.select(frame_row + pos)  # each object's frame features
+        gt = torch.cat([c.gt_masks[pos] for c in clips])  # (N, S, S)
+        steps, ptr, fused = _first_decodes(model, state, f, gt, pos, mems, ptrs, num_recent)
+        steps, ptr = _corrections(model, state, f, fused, gt, pos, steps, ptr)
+        chosen = _cat_steps([s[-1] for s in steps])
+        prompted = torch.tensor([pos == 0 or bool(state.n_clicks(i, pos)) for i, n in enumerate(sizes)
+                                 for _ in range(n)], device=device)  # prompted frames are remembered binarised
+        mems.append(model.encode_memory(f.feat, model.upsample(chosen.chosen), chosen.object_score_logits, prompted))
+        ptrs.append(ptr)
+        for i, c in enumerate(clips):
+            outputs[i].append(FrameOutput(pos, int(c.frame_index[pos]), steps[i]))
+    return outputs
+
+
+@dataclass
+class _ClipsState:
+    """Per-clip bookkeeping of one `clips_forward`: object ranges and position 0's prompt points."""
+
+    clips: list[TrainClip]
+    sizes: list[int]  # objects per clip
+    prompts: list[tuple[torch.Tensor | None, torch.Tensor | None]]  # position 0's points (O, P, 2), labels
+
+    def rows(self, i: int) -> slice:
+        start = sum(self.sizes[:i])
+        return slice(start, start + self.sizes[i])
+
+    def n_clicks(self, i: int, pos: int) -> int:
+        c = self.clips[i]
+        return 0 if (pos == 0 and c.prompt == "mask") else c.clicks.get(pos, 0)  # a mask prompt is never corrected
+
+
+def _index(state: _ClipsState, members: list[int], device) -> torch.Tensor:
+    return torch.cat([torch.arange(state.rows(i).start, state.rows(i).stop, device=device) for i in members])
+
+
+def _first_decodes(model, state: _ClipsState, f, gt, pos, mems, ptrs, num_recent):
+    """Every clip's first decode at `pos`: from its prompt on position 0 (one batch per prompt kind), from
+    memory later (one batch) -> (per clip [StepOutput], pointers (N, C), fused features (N, C, h, w))."""
+    n = len(state.clips)
+    if pos > 0:
+        parts = [_clip_memory(model, [m[state.rows(i)] for m in mems], [p[state.rows(i)] for p in ptrs],
+                              state.clips[i].frame_index, pos, num_recent) for i in range(n)]
+        memory, memory_pos, n_ptr, bias = _batch_memory(model, parts)
+        fused = model.fuse_with_memory(f.feat, f.pos, memory, memory_pos, n_ptr, bias)
+        step, ptr = _decode_all(model, fused, f.high_res, None, None, None, model.cfg.multimask_for_tracking)
+        return [[s] for s in _split_step(step, state.sizes)], ptr, fused
+    steps, ptr, fused = [None] * n, [None] * n, [None] * n
+    for kind in PROMPT_KINDS:
+        members = [i for i in range(n) if state.clips[i].prompt == kind]
+        if not members:
+            continue
+        idx = _index(state, members, gt.device)
+        points = None if kind == "mask" else torch.cat([state.prompts[i][0] for i in members])
+        labels = None if kind == "mask" else torch.cat([state.prompts[i][1] for i in members])
+        step, p, fu = _prompt_decode(model, f.select(idx), gt[idx], kind, points, labels)
+        sizes = [state.sizes[i] for i in members]
+        for i, s, pi, fi in zip(members, _split_step(step, sizes), p.split(sizes), fu.split(sizes)):
+            steps[i], ptr[i], fused[i] = [s], pi, fi
+    return steps, torch.cat(ptr), torch.cat(fused)
+
+
+def _corrections(model, state: _ClipsState, f, fused, gt, pos, steps, ptr):
+    """Corrective clicks at `pos` for the clips that have them; clips with as many points so far decode as one
+    batch. Appends to `steps` -> (steps, pointers (N, C) of each object's last decode)."""
+    n = len(state.clips)
+    points = [state.prompts[i] if pos == 0 else (None, None) for i in range(n)]
+    ptrs = list(ptr.split(state.sizes))
+    for round_ in range(max(state.n_clicks(i, pos) for i in range(n))):
+        todo = [i for i in range(n) if state.n_clicks(i, pos) > round_]
+        for i in todo:  # each clip's click from its own error region and generator
+            points[i] = _add_click(model, steps[i][-1], gt[state.rows(i)], *points[i], state.clips[i].generator)
+        for count in sorted({points[i][0].shape[1] for i in todo}):
+            members = [i for i in todo if points[i][0].shape[1] == count]
+            idx = _index(state, members, gt.device)
+            mask_input = torch.cat([steps[i][-1].chosen for i in members]).clamp(-32.0, 32.0)
+            step, p = _decode_all(model, fused[idx], [x[idx] for x in f.high_res],
+                                  torch.cat([points[i][0] for i in members]),
+                                  torch.cat([points[i][1] for i in members]), mask_input,
+                                  count <= model.cfg.multimask_max_pt_num)
+            sizes = [state.sizes[i] for i in members]
+            for i, s, pi in zip(members, _split_step(step, sizes), p.split(sizes)):
+                steps[i].append(s)
+                ptrs[i] = pi
+    return steps, torch.cat(ptrs)
+
+
+def _add_click(model, prev: StepOutput, gt, points, labels, generator):
+    """Points and labels with one more corrective click, sampled from the error of `prev` (O objects).
+    (The tracker clamps the previous logits it feeds back to +-32: -1024 for absent objects would swamp them.)"""
+    pred = model.upsample(prev.chosen.detach())[:, 0] > 0  # (O, S, S)
+    if prev.chosen.shape[-2:] != model.sam_prompt_encoder.mask_input_size:
+        raise ValueError(f"low-res logits {tuple(prev.chosen.shape)} do not match the mask input size")
+    new_p, new_l = sample_clicks(pred, gt, generator)
+    if points is None:
+        return new_p, new_l
+    return torch.cat([points, new_p], 1), torch.cat([labels, new_l], 1)
 
 
 def clip_forward(model: SAM2Model, frames: torch.Tensor, gt_masks: torch.Tensor, frame_index: list[int],
                  prompt: str = "mask", clicks: dict[int, int] | None = None,
                  generator: torch.Generator | None = None, num_recent: int = 6) -> list[FrameOutput]:
-    """Unroll SAM 2's training recipe over one clip -> one FrameOutput per position.
-
-    frames (T, 3, S, S) normalised; gt_masks (T, O, S, S) bool, every object visible on position 0;
-    frame_index: T increasing video frame indices (gaps = dropped frames); prompt: "mask", "point" or "box"
-    on position 0; clicks: {position: corrective clicks} (a mask prompt frame is never corrected)."""
-    if prompt not in PROMPT_KINDS:
-        raise ValueError(f"prompt must be one of {PROMPT_KINDS}, got {prompt!r}")
-    T, O = gt_masks.shape[:2]
+    """`clips_forward` of one clip: frames (T, 3, S, S) normalised; gt_masks (T, O, S, S) bool, every object
+    visible on position 0; frame_index: T increasing video frame indices (gaps = dropped frames); prompt:
+    "mask", "point" or "box" on position 0; clicks: {position: corrective clicks}."""
+    T = gt_masks.shape[0]
     if frames.shape[0] != T or len(frame_index) != T:
         raise ValueError(f"{frames.shape[0]} frames, {T} GT frames, {len(frame_index)} frame indices")
-    feats = model.encode_frames(frames)  # feat (T, C, h, w), high_res [(T, ., 4h, 4w), (T, ., 2h, 2w)]
-    clicks = clicks or {}
-    mems, ptrs, outputs = [], [], []
-    points, labels = (None, None) if prompt == "mask" else gt_prompt(gt_masks[0], prompt, generator)
-    for pos in range(T):
-        rows = torch.full((O,), pos, dtype=torch.long, device=frames.device)
-        f = feats.select(rows)  # this frame's features once per object
-        gt = gt_masks[pos]  # (O, S, S)
-        step, ptr, fused = _first_decode(model, f, gt, prompt, points, labels, pos, mems, ptrs, frame_index,
-                                         num_recent)
-        steps = [step]
-        n_clicks = 0 if (pos == 0 and prompt == "mask") else clicks.get(pos, 0)
-        p, l = (points, labels) if pos == 0 else (None, None)
-        for _ in range(n_clicks):
-            step, ptr, p, l = _correct(model, fused, f.high_res, step, gt, p, l, generator)
-            steps.append(step)
-        prompted = pos == 0 or n_clicks > 0  # prompted frames are remembered binarised, as inference does
-        high = model.upsample(step.chosen)
-        binarize = torch.full((O,), prompted, dtype=torch.bool, device=frames.device)
-        mems.append(model.encode_memory(f.feat, high, step.object_score_logits, binarize))
-        ptrs.append(ptr)
-        outputs.append(FrameOutput(pos, int(frame_index[pos]), steps))
-    return outputs
-
-
-def _correct(model, fused, high_res, prev: StepOutput, gt, points, labels, generator):
-    """One corrective click from the error of `prev`, decoded with all clicks and prev's logits."""
-    S = gt.shape[-1]
-    pred = model.upsample(prev.chosen.detach())[:, 0] > 0  # (O, S, S)
-    new_p, new_l = sample_clicks(pred, gt, generator)
-    points = new_p if points is None else torch.cat([points, new_p], 1)
-    labels = new_l if labels is None else torch.cat([labels, new_l], 1)
-    mask_input = prev.chosen.clamp(-32.0, 32.0)  # the tracker's clamp: -1024 for absent objects would swamp it
-    if mask_input.shape[-2:] != model.sam_prompt_encoder.mask_input_size:
-        raise ValueError(f"low-res logits {tuple(mask_input.shape)} do not match the mask input size (S={S})")
-    step, ptr = _decode_all(model, fused, high_res, points, labels, mask_input,
-                            points.shape[1] <= model.cfg.multimask_max_pt_num)
-    return step, ptr, points, labels
+    clip = TrainClip(frames, gt_masks, list(frame_index), prompt, dict(clicks or {}), generator)
+    return clips_forward(model, [clip], num_recent)[0]
 
 
 def clip_loss(outputs: list[FrameOutput], gt_masks: torch.Tensor,

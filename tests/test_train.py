@@ -9,7 +9,7 @@ import torch
 
 from jobs import train as train_job
 from model import SAM2Model, get_config, load_model
-from model.train_step import clip_forward, clip_loss, sample_clicks
+from model.train_step import TrainClip, clip_forward, clip_loss, clips_forward, sample_clicks
 from workers.synthetic import SyntheticConfig, render_video, split_seed
 
 S = 64
@@ -28,9 +28,7 @@ def clip():
 def _model(seed=0):
     torch.manual_seed(seed)
     model = SAM2Model(get_config("synthetic-tiny", S)).train()
-    for m in model.modules():  # no dropout: the loss must be a function of the weights alone
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
+    train_job.set_dropout(model, 0.0)  # no dropout: the loss must be a function of the weights alone
     return model
 
 
@@ -47,6 +45,36 @@ def test_gradients_reach_memory_modules(clip):
     for prefix in ("memory_attention.", "memory_encoder.", "maskmem_tpos_enc"):
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(prefix) and p.grad is not None]
         assert grads and sum(float(g.abs().sum()) for g in grads) > 0, prefix
+
+
+def _train_clip(model, seed: int, index: list[int], prompt: str, clicks: dict[int, int]) -> TrainClip:
+    video = render_video(split_seed("train", seed), SyntheticConfig(height=S, width=S, num_frames=max(index) + 1))
+    keep = np.flatnonzero(video.areas[index[0]] >= 16)[:3]
+    x = torch.from_numpy(video.frames[index]).permute(0, 3, 1, 2).float() / 255.0
+    return TrainClip((x - model.pixel_mean) / model.pixel_std, torch.from_numpy(video.masks[index][:, keep]),
+                     index, prompt, clicks, torch.Generator().manual_seed(seed))
+
+
+# Every prompt kind, corrective clicks on different positions (two on one), and frame gaps that give the clips
+# different numbers of memories at the same position (padded in the batch).
+CLIPS = [(3, [0, 1, 2, 3, 4, 5, 6, 7], "mask", {3: 1}), (4, [0, 2, 5, 6, 7, 11, 12, 18], "point", {0: 1, 5: 2}),
+         (5, [1, 2, 3, 4, 5, 6, 7, 8], "box", {0: 1, 2: 1}), (6, [0, 3, 4, 5, 9, 10, 11, 12], "box", {})]
+
+
+def test_clips_batched_equal_one_at_a_time():
+    model = _model(2)
+    batched = clips_forward(model, [_train_clip(model, *c) for c in CLIPS])
+    for spec, outputs in zip(CLIPS, batched):
+        alone = clips_forward(model, [_train_clip(model, *spec)])[0]
+        assert [len(o.steps) for o in outputs] == [len(o.steps) for o in alone]
+        corrected = sum(spec[3].values()) - (spec[2] == "mask") * spec[3].get(0, 0)  # a mask prompt is never
+        assert sum(len(o.steps) for o in alone) == len(alone) + corrected
+        for a, b in zip(alone, outputs):
+            for x, y in zip(a.steps, b.steps):
+                torch.testing.assert_close(y.logits, x.logits, atol=1e-4, rtol=1e-4)
+                torch.testing.assert_close(y.object_score_logits, x.object_score_logits, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="clips of 8 positions"):
+        clips_forward(model, [_train_clip(model, *CLIPS[0]), _train_clip(model, 7, [0, 1], "mask", {})])
 
 
 def test_clicks_come_from_the_error_region():
