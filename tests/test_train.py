@@ -11,6 +11,7 @@ from jobs import train as train_job
 from model import SAM2Model, get_config, load_model
 from model.train_step import TrainClip, clip_forward, clip_loss, clips_forward, sample_clicks
 from workers.synthetic import SyntheticConfig, render_video, split_seed
+from workers.train_clips import ClipPrefetcher, image_mix, step_clips
 
 S = 64
 
@@ -210,8 +211,8 @@ def test_bad_counts_are_refused_naming_the_value(tmp_path, capsys, flag):
 
 
 def test_image_clips_are_single_frames_prompted_without_masks():
-    assert train_job.image_mix({"mask": 0.5, "point": 0.25, "box": 0.25}) == {"point": 0.5, "box": 0.5}
-    assert train_job.image_mix({"mask": 1.0}) == {"box": 1.0}
+    assert image_mix({"mask": 0.5, "point": 0.25, "box": 0.25}) == {"point": 0.5, "box": 0.5}
+    assert image_mix({"mask": 1.0}) == {"box": 1.0}
     args = train_job.parse_args(["--out", "x", "--batch", "2", "--image-size", str(S), "--curriculum", "0:3",
                                  "--image-share", "1", "--prompt-mix", "mask:1", "--device", "cpu"])
     model = _model()
@@ -229,3 +230,27 @@ def test_image_share_outside_0_1_is_refused(capsys):
     with pytest.raises(SystemExit):
         train_job.parse_args(["--out", "x", "--image-share", "1.5"])
     assert "--image-share must be in [0, 1], got 1.5" in capsys.readouterr().err
+
+
+def test_clips_rendered_ahead_are_the_clips_rendered_inline():
+    spec = train_job.clip_spec(train_job.parse_args(["--out", "x", "--batch", "3", "--image-share", "0.3"]), S)
+    length_at = {0: 2, 1: 2, 2: 3, 3: 3, 4: 3, 5: 3, 6: 3, 7: 3, 8: 3, 9: 3}.get  # a curriculum change at step 2
+    with ClipPrefetcher(spec, 2) as ahead:
+        for step in (0, 1, 2, 7):  # 7: a jump (as after a resume) starts the queue over
+            got, want = ahead.get(step, length_at), step_clips(spec, step, length_at(step))
+            assert [len(c.frame_index) for c in got] == [len(c.frame_index) for c in want]
+            for a, b in zip(got, want):
+                assert a.frame_index == b.frame_index and a.prompt == b.prompt and a.clicks == b.clicks
+                assert np.array_equal(a.frames, b.frames) and np.array_equal(a.masks, b.masks)
+
+
+def test_train_job_with_data_workers_logs_the_same_losses(tmp_path):
+    common = ["--batch", "2", "--image-size", str(S), "--curriculum", "0:2,1:3", "--val-videos", "1",
+              "--val-frames", "2", "--log-every", "1", "--eval-every", "100", "--device", "cpu", "--steps", "2"]
+    assert train_job.main([*common, "--out", str(tmp_path / "inline")]) == 0
+    assert train_job.main([*common, "--out", str(tmp_path / "ahead"), "--data-workers", "1"]) == 0
+    losses = [[r["loss"] for r in map(json.loads, (tmp_path / d / "log.jsonl").read_text().splitlines())
+               if "loss" in r] for d in ("inline", "ahead")]
+    assert len(losses[0]) == 2 and losses[0] == losses[1]
+    with pytest.raises(SystemExit):
+        train_job.parse_args(["--out", "x", "--data-workers", "-1"])
