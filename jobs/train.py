@@ -90,6 +90,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--workers", type=int, default=1,
                    help="data-parallel processes on this machine (gloo; each takes --batch clips per step)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after this much wall-clock time, with a checkpoint (the schedule stays that of --steps: "
+                        "--resume goes on); for runs that must fit a session or a lease")
     p.add_argument("--data-workers", type=int, default=0,
                    help="processes per rank that render the next steps' clips ahead (0: render inline; on a GPU "
                         "machine use the spare cores: one core renders ~12 16-frame clips/s at 128 px)")
@@ -100,6 +103,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.prompt_mix = _parse_mix(p, args.prompt_mix)
     if not 0.0 <= args.image_share <= 1.0:
         p.error(f"--image-share must be in [0, 1], got {args.image_share}")
+    if args.max_minutes is not None and args.max_minutes <= 0:
+        p.error(f"--max-minutes must be > 0, got {args.max_minutes}")
     if args.data_workers < 0:
         p.error(f"--data-workers must be >= 0, got {args.data_workers}")
     for name in ("workers", "steps", "batch", "log_every", "eval_every", "save_every"):
@@ -395,14 +400,28 @@ def _train(args) -> int:
     if args.resume and lead:
         print(f"resumed at step {step}")
     t0, start = time.time(), step
+    deadline = t0 + 60 * args.max_minutes if args.max_minutes else math.inf
     with ClipPrefetcher(clip_spec(args, model.cfg.image_size), args.data_workers) as data:
-        while step < args.steps:
+        while step < args.steps and _before(deadline, args):
             step = _train_one(model, opt, args, step, device, data, (t0, start))
+    if step < args.steps and lead:
+        save_checkpoint(out, model, opt, step)
+        print(f"--max-minutes {args.max_minutes} spent at step {step} of {args.steps}; --resume goes on")
     if lead and (out / LOG).exists():
         plot_curves(out)
     if lead:
         print(f"done: step {step}, checkpoint {out / WEIGHTS}")
     return 0
+
+
+def _before(deadline: float, args) -> bool:
+    """Whether there is time for another step (ranks agree: rank 0's clock decides for all)."""
+    if deadline == math.inf:
+        return True
+    go = torch.tensor([float(time.time() < deadline)])
+    if args.workers > 1:
+        dist.broadcast(go, src=0)
+    return bool(go.item())
 
 
 def _train_one(model, opt, args, step: int, device, data: ClipPrefetcher, since: tuple[float, int]) -> int:

@@ -254,3 +254,16 @@ def test_train_job_with_data_workers_logs_the_same_losses(tmp_path):
     assert len(losses[0]) == 2 and losses[0] == losses[1]
     with pytest.raises(SystemExit):
         train_job.parse_args(["--out", "x", "--data-workers", "-1"])
+
+
+def test_train_job_stops_at_max_minutes_with_a_checkpoint(tmp_path, capsys):
+    common = ["--out", str(tmp_path), "--batch", "1", "--image-size", str(S), "--curriculum", "0:2",
+              "--val-videos", "1", "--val-frames", "2", "--log-every", "1", "--eval-every", "100", "--device", "cpu",
+              "--steps", "4"]
+    assert train_job.main([*common, "--max-minutes", "1e-4"]) == 0  # spent by the end of the first step
+    assert torch.load(tmp_path / "train_state.pt", weights_only=True)["step"] == 1
+    assert "--max-minutes 0.0001 spent at step 1 of 4" in capsys.readouterr().out
+    assert train_job.main([*common, "--resume"]) == 0
+    assert torch.load(tmp_path / "train_state.pt", weights_only=True)["step"] == 4
+    with pytest.raises(SystemExit):
+        train_job.parse_args(["--out", "x", "--max-minutes", "0"])
