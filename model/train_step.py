@@ -312,9 +312,6 @@ def clip_forward(model: SAM2Model, frames: torch.Tensor, gt_masks: torch.Tensor,
     """`clips_forward` of one clip: frames (T, 3, S, S) normalised; gt_masks (T, O, S, S) bool, every object
     visible on position 0; frame_index: T increasing video frame indices (gaps = dropped frames); prompt:
     "mask", "point" or "box" on position 0; clicks: {position: corrective clicks}."""
-    T = gt_masks.shape[0]
-    if frames.shape[0] != T or len(frame_index) != T:
-        raise ValueError(f"{frames.shape[0]} frames, {T} GT frames, {len(frame_index)} frame indices")
     clip = TrainClip(frames, gt_masks, list(frame_index), prompt, dict(clicks or {}), generator)
     return clips_forward(model, [clip], num_recent)[0]
 
