@@ -370,7 +370,7 @@ def _train_one(model, opt, args, step: int, device, data: ClipPrefetcher, since:
         _log(out, {"step": step, **record, "steps_per_s": rate, "workers": args.workers})
         print(f"step {step}  loss {record['loss']:.4g}  len {record['clip_length']}  {rate:.2f} steps/s", flush=True)
     if lead and (step % args.eval_every == 0 or step == args.steps):
-        summary = evaluate_jf(model, args, _device(args.device))
+        summary = evaluate_jf(model, args, device)
         model.train()
         _log(out, {"step": step, "val_JF": summary["JF"], "val_J": summary["J"], "val_F": summary["F"]})
         print(f"step {step}  val J&F {summary['JF']:.4f}", flush=True)
