@@ -31,6 +31,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from pycocotools import mask as mask_utils
 
+from model.errors import SamstreamError
+
 from .storage import parse_storage_options, redact, safe_url
 
 __all__ = [
@@ -48,7 +50,7 @@ INT32_MAX = 2**31 - 1  # object_id and frame_index are int32 columns of the mask
 _SHOW_LIMIT = 200  # characters of an offending value shown in a message (masks can be long)
 
 
-class ManifestError(ValueError):
+class ManifestError(SamstreamError, ValueError):
     """A manifest that cannot be used. `row` (0-based) and `field` say where, `value` what, when known."""
 
     def __init__(self, message: str, row: int | None = None, field: str | None = None, value: Any = None):
@@ -56,7 +58,7 @@ class ManifestError(ValueError):
         super().__init__(message)
 
 
-class PromptBoundsError(ValueError):
+class PromptBoundsError(SamstreamError, ValueError):
     """A prompt that does not fit its video (frame past the end, point or box outside the frame)."""
 
     def __init__(self, message: str, video_id: str | None, object_id: int, frame_index: int, value: Any):
@@ -64,7 +66,7 @@ class PromptBoundsError(ValueError):
         super().__init__(message)
 
 
-class _Invalid(Exception):
+class _Invalid(SamstreamError):
     """Raised by the validators; read_manifest adds the manifest (and the row, once known) as ManifestError."""
 
     def __init__(self, field: str | None, detail: str, value: Any = None, row: int | None = None):

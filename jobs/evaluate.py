@@ -31,6 +31,7 @@ import pyarrow.dataset as ds
 from tqdm import tqdm
 
 from cluster.manifest import parse_storage_options, redact
+from model.errors import SamstreamError
 from model.metrics import davis_summary, frame_scores, object_score, reappearance_frames
 from workers.masklets import MASKLET_PARTITIONING, MaskletError, MaskletWriter, decode_rle
 
@@ -45,7 +46,7 @@ METRICS_SCHEMA = pa.schema([
 ])
 
 
-class EvaluationError(ValueError):
+class EvaluationError(SamstreamError, ValueError):
     """Input that cannot be evaluated; `value` holds the offending value (a path, a key, a shape)."""
 
     def __init__(self, message: str, value=None):

@@ -2,7 +2,22 @@
 
 
 class SamstreamError(Exception):
-    """Base of every error samstream raises on purpose."""
+    """Base of every error samstream raises on purpose.
+
+    Errors cross process boundaries (Ray pickles an actor's exception to the driver). Exception's default
+    pickling calls `cls(*self.args)`, which breaks for subclasses whose constructors take other arguments
+    than their message; rebuilding from args and __dict__ without calling __init__ works for every subclass.
+    """
+
+    def __reduce__(self):
+        return _rebuild_error, (type(self), self.args, self.__dict__)
+
+
+def _rebuild_error(cls: type, args: tuple, state: dict) -> BaseException:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class UnknownPresetError(SamstreamError, KeyError):

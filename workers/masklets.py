@@ -38,6 +38,8 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 from pycocotools import mask as mask_utils
 
+from model.errors import SamstreamError
+
 MASKLET_SCHEMA = pa.schema([
     ("video_id", pa.string()), ("object_id", pa.int32()), ("frame_index", pa.int32()),
     ("time_s", pa.float64()), ("height", pa.int32()), ("width", pa.int32()), ("mask_rle", pa.string()),
@@ -58,7 +60,7 @@ warnings.filterwarnings("ignore", message="__array__ implementation doesn't acce
                         category=DeprecationWarning, module="pycocotools")
 
 
-class MaskletError(Exception):
+class MaskletError(SamstreamError):
     """Base of the errors this module raises on purpose."""
 
 

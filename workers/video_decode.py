@@ -23,12 +23,14 @@ from typing import Callable, Iterator
 import av
 import numpy as np
 
+from model.errors import SamstreamError
+
 TAIL_CHECK_MAX_FRAMES = 1200  # a longer last GOP (rare) is not decoded at probe, only the first frame
 SEEK_BACKOFF = 3  # keyframes tried when a seek lands after the wanted frame, before decoding from the start
 DEFAULT_FPS = 30.0  # when a stream declares no rate and has a single frame
 
 
-class DecodeError(Exception):
+class DecodeError(SamstreamError):
     def __init__(self, cause: str, frame: int | None = None):
         self.cause, self.frame = cause, frame
         super().__init__(cause if frame is None else f"at frame {frame}: {cause}")

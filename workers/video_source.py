@@ -51,9 +51,6 @@ class VideoError(SamstreamError):
         where = f" at frame {frame}" if frame is not None else ""
         super().__init__(f"video {self.url}{where}: {self.cause}")
 
-    def __reduce__(self):  # picklable across processes (Ray) despite the custom signature
-        return VideoError, (self.url, self.cause, self.frame)
-
 
 @dataclass(frozen=True)
 class VideoInfo:
