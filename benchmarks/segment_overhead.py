@@ -21,7 +21,8 @@ import ray
 import torch
 
 from cluster.manifest import read_manifest
-from cluster.run import RunConfig, run_segment
+from cluster.config import RunConfig
+from cluster.run import run_segment
 from model import Prompt, StreamingTracker, load_model
 from tests.encoded_videos import write_video
 from tests.videos import moving_shapes
@@ -84,11 +85,11 @@ def main(argv=None):
         manifest = corpus(tmp, [args.frames] * args.videos, "v")
         summary = job(manifest, tmp / "out")
         alone = tracker_alone(manifest)
-        steady = summary["frames"] / sum(v for k, v in summary["stage_seconds"].items())
-        print(f"job: {summary['frames']} frames in {summary['seconds']:.1f} s = {summary['frames_per_s']:.2f} "
+        steady = summary.frames / sum(v for k, v in summary.stage_seconds.items())
+        print(f"job: {summary.frames} frames in {summary.seconds:.1f} s = {summary.frames_per_s:.2f} "
               f"frames/s end to end (Ray start, probing, actor start included); {steady:.2f} frames/s in the "
-              f"actor's chunk work; stages {json.dumps({k: round(v, 1) for k, v in summary['stage_seconds'].items()})}")
-        print(f"tracker alone: {alone:.2f} frames/s; job / tracker: end to end {summary['frames_per_s'] / alone:.2f}, "
+              f"actor's chunk work; stages {json.dumps({k: round(v, 1) for k, v in summary.stage_seconds.items()})}")
+        print(f"tracker alone: {alone:.2f} frames/s; job / tracker: end to end {summary.frames_per_s / alone:.2f}, "
               f"chunk work {steady / alone:.2f}")
         for n in (args.short, args.long):
             s = job(corpus(tmp, [n], f"len{n}_"), tmp / f"out{n}")

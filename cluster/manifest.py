@@ -31,9 +31,10 @@ import numpy as np
 import pyarrow.parquet as pq
 from pycocotools import mask as mask_utils
 
-from model.errors import SamstreamError
+from model.errors import PromptError, SamstreamError
+from model.prompts import check_prompt_geometry
 
-from .storage import parse_storage_options, redact, safe_url
+from workers.storage_options import parse_storage_options, redact, safe_url
 
 __all__ = [
     "ManifestError", "PromptBoundsError", "PromptSpec", "VideoEntry", "check_prompts_against_video",
@@ -398,32 +399,36 @@ def _rle_runs(counts: str) -> list[int] | None:
 
 # ------------------------------------------------------------------------------- checks against a video
 
-def check_prompts_against_video(entry: VideoEntry, num_frames: int, height: int, width: int) -> None:
-    """Raise PromptBoundsError for the first prompt of `entry` that does not fit the probed video."""
+def check_prompts_against_video(entry: VideoEntry, num_frames: int, height: int,
+                                width: int) -> tuple[tuple[PromptSpec, ...], list[str]]:
+    """`entry`'s prompts fitted to the probed video, and a note for each one changed (empty: none was).
+
+    A box partly outside the frame is clipped to it; anything else that does not fit (a frame past the end,
+    a point or a whole box outside the frame, a mask of another size) raises PromptBoundsError for the first
+    such prompt. The geometry check is model.prompts' own, the one the tracker runs on every frame."""
+    prompts, notes = [], []
     for p in entry.prompts:
-        problem = _bounds_problem(p, num_frames, height, width)
-        if problem is not None:
-            detail, value = problem
-            raise PromptBoundsError(f"video {entry.video_id!r} {_name_prompt(p)}: {detail}", entry.video_id,
-                                    p.object_id, p.frame_index, value)
+        fitted, note = _fit_prompt(entry.video_id, p, num_frames, height, width)
+        prompts.append(fitted)
+        notes += [note] if note else []
+    return tuple(prompts), notes
 
 
-def _bounds_problem(p: PromptSpec, num_frames: int, height: int, width: int) -> tuple[str, Any] | None:
-    # Inclusive bounds, as model.prompts checks them: coordinates are continuous, width is the right edge.
+def _fit_prompt(video_id: str, p: PromptSpec, num_frames: int, height: int,
+                width: int) -> tuple[PromptSpec, str | None]:
+    name = f"object {p.object_id} frame {p.frame_index}"
     if p.frame_index >= num_frames:
-        return f"frame_index {p.frame_index} is past the end of the video ({num_frames} frames)", p.frame_index
-    outside = f"outside the frame (width {width}, height {height})"
-    for x, y in p.points or ():
-        if not (0 <= x <= width and 0 <= y <= height):
-            return f"point {_show([x, y])} is {outside}", [x, y]
-    if p.box is not None:
-        x0, y0, x1, y1 = p.box
-        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-            return f"box {_show(list(p.box))} is {outside}", list(p.box)
-    if p.mask_rle is not None and list(p.mask_rle["size"]) != [height, width]:
-        size = list(p.mask_rle["size"])
-        return f"mask size {size} differs from the frame's [{height}, {width}]", size
-    return None
+        raise PromptBoundsError(f"video {video_id!r} {name}: frame_index {p.frame_index} is past the end of the "
+                                f"video ({num_frames} frames)", video_id, p.object_id, p.frame_index, p.frame_index)
+    mask_size = None if p.mask_rle is None else p.mask_rle["size"]
+    try:
+        geometry = check_prompt_geometry(p.points, p.box, mask_size, height, width, name, p.object_id)
+    except PromptError as e:  # the same problem, named with its video
+        raise PromptBoundsError(f"video {video_id!r} {e}", video_id, p.object_id, p.frame_index, e.value) from None
+    if geometry.note is None:
+        return p, None
+    box = tuple(geometry.box.tolist())  # only a box is ever clipped; a box prompt holds nothing else
+    return PromptSpec(p.object_id, p.frame_index, box=box), geometry.note
 
 
 def _name_prompt(p: PromptSpec) -> str:

@@ -20,6 +20,7 @@ class StreamPlan:
     chunks: tuple[tuple[int, int], ...]  # [start, stop) per chunk
     prompts: tuple[tuple[int, Prompt], ...]  # (frame index, prompt) in native pixels
     first_frames: dict  # object id -> first prompted frame
+    notes: tuple[str, ...] = ()  # what the planner changed in the prompts (boxes clipped to the frame)
 
     def task(self, chunk: int) -> ChunkTask:
         start, stop = self.chunks[chunk]
@@ -55,8 +56,8 @@ def plan_streams(entries: list[VideoEntry], infos: list, chunk_frames: int) -> t
             failures[entry.video_id] = f"{type(info).__name__}: {info}"
             continue
         try:
-            check_prompts_against_video(entry, info.num_frames, info.height, info.width)
-            prompts = tuple((p.frame_index, _to_prompt(p, info)) for p in entry.prompts)
+            specs, notes = check_prompts_against_video(entry, info.num_frames, info.height, info.width)
+            prompts = tuple((p.frame_index, _to_prompt(p, info)) for p in specs)
         except Exception as e:
             failures[entry.video_id] = f"{type(e).__name__}: {e}"
             continue
@@ -64,7 +65,7 @@ def plan_streams(entries: list[VideoEntry], infos: list, chunk_frames: int) -> t
         first = {}
         for f, p in sorted(prompts, key=lambda fp: fp[0]):
             first.setdefault(p.object_id, f)
-        plans.append(StreamPlan(entry.row, entry, info, chunks, prompts, first))
+        plans.append(StreamPlan(entry.row, entry, info, chunks, prompts, first, tuple(notes)))
     plans.sort(key=lambda p: (-p.num_frames, p.stream))
     return plans, failures
 

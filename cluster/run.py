@@ -1,123 +1,218 @@
-"""One segment run end to end: plan, resume, schedule, then the run's records (videos.parquet, _run.json,
-_SUCCESS last)."""
+"""One segment run end to end: claim the output, plan, resume, schedule, verify, then the run's records
+(videos.parquet, _run.json, _SUCCESS last, only over a complete, duplicate-free output)."""
 
 import hashlib
-import json
+import signal
+import threading
 import time
-from dataclasses import asdict, dataclass
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 
 import fsspec
-import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm import tqdm
 
-from workers.masklets import MaskletWriter, part_relpath
-from workers.tasks import ModelSpec
+from model.errors import SamstreamError
+from workers.output import RunOutput
 
+from .config import RunConfig
 from .connect import actor_resources, ray_session
-from .plan import plan_streams, probe_all
-from .schedule import Scheduler, StreamProgress, resume_point
+from .plan import StreamPlan, plan_streams, probe_all
+from .schedule import Scheduler, StreamProgress, missing_chunks, restart_chunk
 
-VIDEOS_SCHEMA = pa.schema([
-    ("video_id", pa.string()), ("url", pa.string()), ("status", pa.string()), ("error", pa.string()),
-    ("frames", pa.int64()), ("fps", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),
-    ("objects", pa.int32()), ("seconds", pa.float64()),
-])
+NO_PROMPTS = "no prompts: nothing to track (the model was not run)"
+
+
+class PlanMismatchError(SamstreamError):
+    """An output started with another chunk plan: its parts are named by chunk number."""
+
+    def __init__(self, url: str, old: int, new: int):
+        self.url, self.old, self.new = url, old, new
+        super().__init__(f"output {url} was started with --chunk-frames {old}, not {new}: resume with the same "
+                         f"value or write to a new --out")
+
+
+class RunInterrupted(SamstreamError):
+    """SIGINT or SIGTERM stopped the run; what was written stays, and rerunning resumes."""
+
+    def __init__(self, signal_name: str, chunks_done: int, chunks_total: int, url: str):
+        self.signal_name, self.chunks_done, self.chunks_total, self.url = signal_name, chunks_done, chunks_total, url
+        super().__init__(f"interrupted by {signal_name}: {chunks_done} of {chunks_total} chunks are written in "
+                         f"{url}; run the same command again to resume")
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunSummary:
+    """What a run did: the job prints it, _run.json records it."""
+
     out: str
-    model: ModelSpec
-    chunk_frames: int = 64
-    actors: int | None = None
-    streams_per_actor: int | None = None  # None: 4 with GPUs, 1 on CPU
-    threads_per_actor: int = 1  # torch threads of each actor (fixed, so results do not depend on the pool)
-    max_retries: int = 3
-    address: str | None = None
-    num_cpus: int | None = None
-    num_gpus: int | None = None
-    progress: bool = True
-    storage_options: dict | None = None  # never written or printed
+    videos_ok: int
+    videos_failed: int
+    errors: dict  # video_id -> cause, one line
+    notes: dict  # video_id -> note (clipped boxes, no prompts)
+    frames: int  # frames computed by this run
+    seconds: float
+    chunks_total: int
+    chunks_computed: int
+    chunks_skipped: int  # complete from an earlier run
+    chunks_recomputed: int  # found missing at verification and computed again
+    actor_replacements: int
+    actor_peak_rss_mb: float
+    stage_seconds: dict = field(default_factory=dict)
+    took_over: str | None = None  # the run whose stale claim on the output this run took over
 
-    @classmethod
-    def from_args(cls, args, storage_options: dict) -> "RunConfig":
-        from model import MemoryPolicy, get_config, resolve_checkpoint
-        checkpoint = resolve_checkpoint(args.preset, args.checkpoint)
-        get_config(args.preset, args.image_size)  # unknown presets and bad sizes fail before any work
-        policy = MemoryPolicy(args.num_recent, args.max_cond, args.decay, args.store_threshold, args.num_keyframes,
-                              args.keyframe_every)
-        model = ModelSpec(args.preset, checkpoint, args.image_size, policy, dtype=args.dtype, compile=args.compile,
-                          memory_kv_cache=not args.no_memory_kv_cache)
-        return cls(out=args.out.rstrip("/"), model=model, chunk_frames=args.chunk_frames, actors=args.actors,
-                   streams_per_actor=args.streams_per_actor, threads_per_actor=args.threads_per_actor,
-                   max_retries=args.max_retries, address=args.address, num_cpus=args.num_cpus,
-                   num_gpus=args.num_gpus, progress=not args.no_progress, storage_options=storage_options)
-
-    def public(self) -> dict:
-        d = asdict(self)
-        d.pop("storage_options")
-        return d
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / max(self.seconds, 1e-9)
 
 
-def claim_output(config: RunConfig) -> None:
-    """Record the chunk plan of a new output, or check a resumed one's: part files are named by chunk
-    number, so resuming with another chunk size would leave stale parts beside the new ones."""
-    writer = MaskletWriter(config.out, config.storage_options or {})
-    if writer.exists("_plan.json"):
-        old = json.loads(writer.read_bytes("_plan.json"))["chunk_frames"]
-        if old != config.chunk_frames:
-            raise ValueError(f"output {writer.url} was started with --chunk-frames {old}, not "
-                             f"{config.chunk_frames}: resume with the same value or write to a new --out")
-    else:
-        writer.write_bytes("_plan.json", json.dumps({"chunk_frames": config.chunk_frames}).encode())
-
-
-def run_segment(entries, config: RunConfig) -> dict:
-    so = config.storage_options or {}
-    writer = MaskletWriter(config.out, so)
-    started = time.time()
-    plans, failures = plan_streams(entries, probe_all(entries, so), config.chunk_frames)
-    streams = [StreamProgress(p, resume_point(p, writer)) for p in plans]
-    for s in streams:
-        s.skipped = s.next_chunk
-    todo = [s for s in streams if not s.done]
-    frames_todo = sum(s.plan.chunks[-1][1] - s.plan.chunks[s.next_chunk][0] for s in todo)
-    if todo:
-        with ray_session(config.address, config.num_cpus, config.num_gpus) as resources:
-            n, request = actor_resources(resources, config.actors, config.threads_per_actor)
-            per_actor = config.streams_per_actor or (4 if resources.get("GPU") else 1)
-            with tqdm(total=frames_todo, unit="frame", disable=not config.progress, desc="segment") as bar:
-                scheduler = Scheduler(config.model, config.out, so, min(n, len(todo)), request,
-                                      config.threads_per_actor, per_actor, config.max_retries, bar)
-                scheduler.run(todo)
-                restarts = scheduler.restarts - min(n, len(todo))
-    else:
-        restarts = 0
-    seconds = time.time() - started
-    errors = dict(failures) | {s.plan.entry.video_id: s.error for s in streams if s.error}
-    for s in streams:  # a failed video leaves no partial masklets or snapshots behind
-        if s.error:
-            writer.remove(part_relpath(s.plan.entry.video_id, 0, 0).rsplit("/", 1)[0])
-            writer.remove(f"_state/{s.plan.stream:05d}")
-    _write_videos(writer, entries, streams, errors)
-    frames_done = sum(s.plan.chunks[c][1] - s.plan.chunks[c][0]
-                      for s in streams for c in range(s.skipped, s.next_chunk))
-    summary = {
-        "videos_ok": len(entries) - len(errors), "videos_failed": len(errors), "errors": errors,
-        "frames": frames_done, "seconds": seconds, "frames_per_s": frames_done / max(seconds, 1e-9),
-        "chunks_total": sum(len(s.plan.chunks) for s in streams),
-        "chunks_computed": sum(s.computed for s in streams), "chunks_skipped": sum(s.skipped for s in streams),
-        "stage_seconds": _sum_stages(streams), "actor_replacements": restarts,
-        "actor_peak_rss_mb": max((s.peak_rss_mb for s in streams), default=0.0),
-    }
-    writer.write_bytes("_run.json", json.dumps(_run_record(config, summary), indent=2, default=str).encode())
-    if not errors:
-        writer.remove("_state")  # snapshots are only for resuming
-    writer.write_bytes("_SUCCESS", b"")
+def run_segment(entries, config: RunConfig) -> RunSummary:
+    """Claim the output (OutputClaimedError if another live run holds it), run, verify, record."""
+    output = RunOutput(config.out, config.storage_options)
+    run_id = uuid.uuid4().hex[:8]
+    with output.claim(run_id, config.claim_timeout_s, {"chunk_frames": config.chunk_frames}) as claim:
+        _check_plan(output, config)
+        output.remove_success()  # until this run has verified the output
+        streams, failures, notes = _plan(entries, config, output)
+        with _interrupts_reported(streams, output.url):
+            started = time.time()
+            replacements, recomputed = _compute(streams, config, output)
+            seconds = time.time() - started
+        errors = dict(failures) | {s.plan.entry.video_id: s.error for s in streams if s.error}
+        claim.check()  # a run whose claim was taken over must not write the records
+        for s in streams:  # a failed video leaves no partial masklets or snapshots behind
+            if s.error:
+                output.remove_video(s.plan.entry.video_id)
+        output.write_videos(_video_rows(entries, streams, errors, notes))
+        summary = _summary(output.url, entries, streams, errors, notes, seconds, replacements, recomputed,
+                           claim.took_over)
+        output.write_run_record(_run_record(config, summary))
+        output.remove_state()  # snapshots are only for resuming
+        output.write_success()
     return summary
 
 
-def _write_videos(writer, entries, streams, errors: dict) -> None:
+def _check_plan(output: RunOutput, config: RunConfig) -> None:
+    plan = output.read_plan()
+    if plan is None:
+        output.write_plan({"chunk_frames": config.chunk_frames})
+    elif plan["chunk_frames"] != config.chunk_frames:
+        raise PlanMismatchError(output.url, plan["chunk_frames"], config.chunk_frames)
+
+
+def _plan(entries, config: RunConfig, output: RunOutput) -> tuple[list[StreamProgress], dict, dict]:
+    """Streams with their resume points; parts this plan would not write (another plan's, a failed video's)
+    are removed before any new part is written."""
+    so = config.storage_options or {}
+    plans, failures = plan_streams(entries, probe_all(entries, so), config.chunk_frames)
+    notes = {p.entry.video_id: "; ".join(p.notes) for p in plans if p.notes}
+    for vid in failures:
+        output.remove_video(vid)
+    streams = []
+    for p in plans:
+        _remove_stale_parts(output, p)
+        if not p.first_frames:
+            notes[p.entry.video_id] = NO_PROMPTS
+            streams.append(StreamProgress(p, len(p.chunks)))
+            continue
+        missing = missing_chunks(p, output)
+        start = restart_chunk(p, output, missing[0]) if missing else len(p.chunks)
+        streams.append(StreamProgress(p, start, skipped=start))
+    return streams, failures, notes
+
+
+def _remove_stale_parts(output: RunOutput, plan: StreamPlan) -> None:
+    expected = {(plan.stream, c) for c in range(len(plan.chunks))} if plan.first_frames else set()
+    for stream, chunk in output.list_parts(plan.entry.video_id):
+        if (stream, chunk) not in expected:
+            output.remove_part(plan.entry.video_id, stream, chunk)
+
+
+def _compute(streams: list[StreamProgress], config: RunConfig, output: RunOutput) -> tuple[int, int]:
+    """Run what is missing, then verify and recompute what went missing meanwhile (a store that lost parts),
+    up to max_retries rounds. Returns (actor replacements, chunks recomputed after verification)."""
+    todo, replacements, recomputed = [s for s in streams if not s.done], 0, 0
+    for round_ in range(config.max_retries + 2):
+        before = sum(s.computed for s in todo)
+        if todo:
+            replacements += _schedule(todo, config)
+        if round_:
+            recomputed += sum(s.computed for s in todo) - before
+        todo = _verify(streams, output, give_up=round_ == config.max_retries + 1)
+        if not todo:
+            break
+    return replacements, recomputed
+
+
+def _verify(streams: list[StreamProgress], output: RunOutput, give_up: bool) -> list[StreamProgress]:
+    """Streams to recompute: every expected part must be complete and no (object, frame) appear twice."""
+    again = []
+    for s in streams:
+        if s.error or not s.plan.first_frames:
+            continue
+        vid = s.plan.entry.video_id
+        missing = missing_chunks(s.plan, output)
+        if not missing:
+            keys = output.video_keys(vid)
+            rows = sum(s.plan.expected_rows(c) for c in range(len(s.plan.chunks)))
+            distinct = pc.count_distinct(pc.add(pc.multiply(pc.cast(keys["object_id"], "int64"), 1 << 32),
+                                                pc.cast(keys["frame_index"], "int64"))).as_py()
+            if keys.num_rows == rows == distinct:
+                continue
+            s.error = f"verification: {keys.num_rows} rows, {distinct} distinct (object, frame), {rows} expected"
+            continue
+        if give_up:
+            s.error = f"verification: parts of chunks {missing[:10]} are missing or incomplete after recomputing"
+            continue
+        start = restart_chunk(s.plan, output, missing[0])
+        again.append(StreamProgress(s.plan, start, stop=missing[-1] + 1, seconds=s.seconds))
+    for fresh in again:  # the recomputation's progress replaces the stream's
+        i = next(i for i, s in enumerate(streams) if s.plan.stream == fresh.plan.stream)
+        old = streams[i]
+        fresh.skipped, fresh.computed, fresh.frames, fresh.peak_rss_mb = old.skipped, old.computed, old.frames, old.peak_rss_mb
+        streams[i] = fresh
+    return again
+
+
+def _schedule(todo: list[StreamProgress], config: RunConfig) -> int:
+    frames = sum(s.plan.chunks[s.stop - 1][1] - s.plan.chunks[s.next_chunk][0] for s in todo)
+    with ray_session(config.address, config.num_cpus, config.num_gpus) as resources:
+        n, request = actor_resources(resources, config.actors, config.threads_per_actor)
+        per_actor = config.streams_per_actor or (4 if resources.get("GPU") else 1)
+        n = min(n, len(todo))
+        with tqdm(total=frames, unit="frame", disable=not config.progress, desc="segment") as bar:
+            scheduler = Scheduler(config, n, request, per_actor, bar)
+            scheduler.run(todo)
+    return scheduler.actors_started - n
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt is for SIGINT."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+@contextmanager
+def _interrupts_reported(streams: list[StreamProgress], url: str):
+    """SIGINT / SIGTERM during the computation -> RunInterrupted with what is written. Signal handlers can
+    only be set from the main thread; elsewhere (a run inside a test's thread) SIGTERM keeps its default."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
+    try:
+        yield
+    except (KeyboardInterrupt, _Terminated) as e:
+        name = "SIGTERM" if isinstance(e, _Terminated) else "SIGINT"
+        done = sum(s.skipped + s.computed for s in streams)
+        raise RunInterrupted(name, done, sum(len(s.plan.chunks) for s in streams), url) from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _video_rows(entries, streams: list[StreamProgress], errors: dict, notes: dict) -> list[dict]:
     """One row per manifest video; `seconds` is the actor time this run spent on it (0 when resumed whole)."""
     by_id = {s.plan.entry.video_id: s for s in streams}
     rows = []
@@ -128,28 +223,36 @@ def _write_videos(writer, entries, streams, errors: dict) -> None:
                      "error": errors.get(e.video_id), "frames": p.info.num_frames if p else None,
                      "fps": p.info.fps if p else None, "width": p.info.width if p else None,
                      "height": p.info.height if p else None, "objects": len(p.first_frames) if p else None,
-                     "seconds": sum(s.seconds.values()) if s else None})
-    writer.write_table("videos.parquet", pa.Table.from_pylist(rows, schema=VIDEOS_SCHEMA))
+                     "seconds": sum(s.seconds.values()) if s else None, "note": notes.get(e.video_id)})
+    return rows
 
 
-def _sum_stages(streams) -> dict:
-    total: dict[str, float] = {}
+def _summary(url: str, entries, streams: list[StreamProgress], errors: dict, notes: dict, seconds: float,
+             replacements: int, recomputed: int, took_over: str | None) -> RunSummary:
+    stages: dict[str, float] = {}
     for s in streams:
         for k, v in s.seconds.items():
-            total[k] = total.get(k, 0.0) + v
-    return total
+            stages[k] = stages.get(k, 0.0) + v
+    return RunSummary(
+        out=url, videos_ok=len(entries) - len(errors), videos_failed=len(errors), errors=errors, notes=notes,
+        frames=sum(s.frames for s in streams), seconds=seconds,
+        chunks_total=sum(len(s.plan.chunks) for s in streams), chunks_computed=sum(s.computed for s in streams),
+        chunks_skipped=sum(s.skipped for s in streams), chunks_recomputed=recomputed,
+        actor_replacements=replacements, actor_peak_rss_mb=max((s.peak_rss_mb for s in streams), default=0.0),
+        stage_seconds=stages, took_over=took_over)
 
 
-def _run_record(config: RunConfig, summary: dict) -> dict:
+def _run_record(config: RunConfig, summary: RunSummary) -> dict:
     import av
     import pyarrow
     import ray
     import torch
+    record = {k: v for k, v in asdict(summary).items() if k != "errors"}
     return {"config": config.public(), "model_preset": config.model.preset,
             "checkpoint_sha256": _sha256(config.model.checkpoint, config.storage_options or {}),
             "versions": {"samstream": "0.1.0", "torch": torch.__version__, "ray": ray.__version__,
                          "pyarrow": pyarrow.__version__, "av": av.__version__},
-            **{k: v for k, v in summary.items() if k != "errors"}}
+            **record, "frames_per_s": summary.frames_per_s}
 
 
 def _sha256(url: str | None, storage_options: dict) -> str | None:

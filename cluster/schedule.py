@@ -1,9 +1,11 @@
 """The driver loop: a pool of StreamWorker actors, streams pinned to actors, chunks in order, retries.
 
 Each stream lives on one actor (its memory stays in that actor between chunks); an actor runs up to
-`streams_per_actor` streams at once, one chunk of each per call, batched through the model. When an actor
-dies, a new one takes its place and resumes its streams from their last snapshots. Chunks are idempotent
-(deterministic part names, atomic writes), so a chunk that ran twice leaves one copy.
+`streams_per_actor` streams at once, one chunk of each per call, batched through the model. A chunk that
+fails for a storage reason, or whose actor died, is run again (after a backoff) from the newest snapshot
+before it, or from the stream's start; after `max_retries` failed attempts its video is recorded failed.
+A dead actor is replaced. Chunks are idempotent (deterministic part names, atomic writes), so a chunk that
+ran twice leaves one copy. The driver never raises on an actor's error.
 """
 
 import time
@@ -11,12 +13,13 @@ import uuid
 from dataclasses import dataclass, field
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayActorError
 
-from workers.masklets import MaskletWriter
-from workers.stream_worker import StreamWorker, snapshot_path
-from workers.tasks import ChunkReport, ModelSpec
+from workers.output import RunOutput
+from workers.stream_worker import StreamWorker
+from workers.tasks import ChunkReport
 
+from .config import RunConfig
 from .plan import StreamPlan
 
 
@@ -24,26 +27,35 @@ from .plan import StreamPlan
 class StreamProgress:
     plan: StreamPlan
     next_chunk: int  # the next chunk to compute
+    stop: int = -1  # compute chunks up to here (exclusive); -1: the stream's end
     error: str | None = None
     computed: int = 0  # chunks computed in this run
+    frames: int = 0  # frames computed in this run
     skipped: int = 0  # chunks found complete from an earlier run
+    attempts: int = 0  # failed attempts of the current chunk
+    retry_at: float = 0.0  # time.monotonic() before which the current chunk is not tried again
     seconds: dict = field(default_factory=dict)
     peak_rss_mb: float = 0.0  # largest peak RSS reported by an actor running this stream
 
+    def __post_init__(self):
+        if self.stop < 0:
+            self.stop = len(self.plan.chunks)
+
     @property
     def done(self) -> bool:
-        return self.error is not None or self.next_chunk >= len(self.plan.chunks)
+        return self.error is not None or self.next_chunk >= self.stop
 
 
-def resume_point(plan: StreamPlan, writer: MaskletWriter) -> int:
-    """First chunk to compute: the first whose part is missing or incomplete, moved back to just after the
-    last snapshot when the state it needs was not kept."""
+def restart_chunk(plan: StreamPlan, output: RunOutput, chunk: int) -> int:
+    """Where to compute `chunk` from: just after the newest snapshot before it, or the stream's start."""
+    kept = [c for c in output.list_snapshots(plan.stream) if c < chunk]
+    return kept[-1] + 1 if kept else 0
+
+
+def missing_chunks(plan: StreamPlan, output: RunOutput) -> list[int]:
+    """Chunks whose part is absent, unreadable or has another number of rows than the plan expects."""
     vid = plan.entry.video_id
-    k = next((c for c in range(len(plan.chunks))
-              if not writer.part_exists(vid, plan.stream, c, plan.expected_rows(c))), len(plan.chunks))
-    while 0 < k < len(plan.chunks) and not writer.exists(snapshot_path(plan.stream, k - 1)):
-        k -= 1
-    return k
+    return [c for c in range(len(plan.chunks)) if output.part_rows(vid, plan.stream, c) != plan.expected_rows(c)]
 
 
 @dataclass
@@ -53,94 +65,112 @@ class _Slot:
     index: int
     actor: object = None
     queue: list = field(default_factory=list)  # streams waiting for this actor
-    active: list = field(default_factory=list)  # streams running on it
+    active: list = field(default_factory=list)  # streams admitted to it
     call: object = None  # the in-flight ObjectRef
-    tasks: list = field(default_factory=list)  # the chunk tasks of that call
-    deaths: int = 0
+    running: list = field(default_factory=list)  # the streams of that call
 
 
 class Scheduler:
-    def __init__(self, spec: ModelSpec, out_url: str, storage_options: dict, num_actors: int, resources: dict,
-                 threads: int, streams_per_actor: int = 4, max_retries: int = 3, progress=None):
-        self.spec, self.out_url, self.storage_options = spec, out_url, storage_options
-        self.resources, self.threads = resources, threads
-        self.streams_per_actor, self.max_retries = streams_per_actor, max_retries
+    def __init__(self, config: RunConfig, num_actors: int, resources: dict, streams_per_actor: int, progress=None):
+        self.config, self.resources, self.streams_per_actor = config, resources, streams_per_actor
+        self.output = RunOutput(config.out, config.storage_options)
         self.slots = [_Slot(i) for i in range(num_actors)]
         self.progress = progress
-        self.restarts = 0  # actors started so far (replacements included)
+        self.actors_started = 0  # replacements included
         self.run_id = uuid.uuid4().hex[:8]  # actor names unique per run: names are released lazily
 
     def run(self, streams: list[StreamProgress]) -> None:
         for s in streams:  # longest first onto the least loaded actor
             slot = min(self.slots, key=lambda sl: (sum(x.plan.num_frames for x in sl.queue), sl.index))
             slot.queue.append(s)
-        for slot in self.slots:
-            if slot.queue:
-                self._submit(slot)
-        while any(slot.call is not None for slot in self.slots):
-            calls = [slot.call for slot in self.slots if slot.call is not None]
-            ready, _ = ray.wait(calls, num_returns=1)
-            slot = next(sl for sl in self.slots if sl.call == ready[0])
-            self._collect(slot)
-        for slot in self.slots:
-            if slot.actor is not None:
-                ray.kill(slot.actor)
+        try:
+            self._loop()
+        finally:  # also on Ctrl-C: no actor outlives the run
+            for slot in self.slots:
+                self._kill(slot)
 
-    def _new_actor(self, slot: _Slot):
-        cls = ray.remote(StreamWorker).options(name=f"samstream-{self.run_id}-worker-{slot.index}-{self.restarts}",
-                                               max_restarts=0, **self.resources)
-        self.restarts += 1
-        return cls.remote(self.spec, self.out_url, self.storage_options, num_threads=self.threads)
+    def _loop(self) -> None:
+        while True:
+            for slot in self.slots:
+                if slot.call is None:
+                    self._submit(slot)
+            calls = [slot.call for slot in self.slots if slot.call is not None]
+            waiting = [s for slot in self.slots for s in slot.active + slot.queue if not s.done]
+            if not calls and not waiting:
+                return
+            now = time.monotonic()
+            backoff = [s.retry_at - now for s in waiting if s.retry_at > now]
+            if not calls:
+                time.sleep(min(backoff, default=0.0))
+                continue
+            ready, _ = ray.wait(calls, num_returns=1, timeout=min(backoff) if backoff else None)
+            for ref in ready:
+                self._collect(next(sl for sl in self.slots if sl.call == ref))
 
     def _submit(self, slot: _Slot) -> None:
         slot.active = [s for s in slot.active if not s.done]
         while slot.queue and len(slot.active) < self.streams_per_actor:
             slot.active.append(slot.queue.pop(0))
-        if not slot.active:
+        now = time.monotonic()
+        slot.running = [s for s in slot.active if s.retry_at <= now]
+        if not slot.running:
             slot.call = None
             return
         if slot.actor is None:
             slot.actor = self._new_actor(slot)
-        slot.tasks = [s.plan.task(s.next_chunk) for s in slot.active]
-        slot.call = slot.actor.run.remote(slot.tasks)
+        slot.call = slot.actor.run.remote([s.plan.task(s.next_chunk) for s in slot.running])
 
-    def _collect(self, slot: _Slot) -> None:
-        try:
-            reports: list[ChunkReport] = ray.get(slot.call)
-        except (RayActorError, RayTaskError) as e:
-            self._actor_failed(slot, e)
-            return
-        slot.deaths = 0
-        for stream, report in zip(slot.active, reports):
-            self._record(stream, report)
-            if stream.done:
-                slot.actor.forget.remote(stream.plan.stream)
-        self._submit(slot)
+    def _new_actor(self, slot: _Slot):
+        cls = ray.remote(StreamWorker).options(
+            name=f"samstream-{self.run_id}-worker-{slot.index}-{self.actors_started}", max_restarts=0,
+            **self.resources)
+        self.actors_started += 1
+        c = self.config
+        return cls.remote(c.model, c.out, c.storage_options, num_threads=c.threads_per_actor)
 
-    def _record(self, stream: StreamProgress, report: ChunkReport) -> None:
-        if not report.ok:
-            stream.error = report.error
-            return
-        stream.next_chunk += 1
-        stream.computed += 1
-        stream.peak_rss_mb = max(stream.peak_rss_mb, report.peak_rss_mb)
-        for k, v in report.seconds.items():
-            stream.seconds[k] = stream.seconds.get(k, 0.0) + v
-        if self.progress is not None:
-            self.progress.update(report.frames)
-
-    def _actor_failed(self, slot: _Slot, error: Exception) -> None:
-        """A dead actor (or a call that raised) is replaced; its streams resume from their snapshots."""
-        slot.deaths += 1
-        if isinstance(error, RayActorError) or slot.deaths > 1:
+    def _kill(self, slot: _Slot) -> None:
+        if slot.actor is not None:
             try:
                 ray.kill(slot.actor)
             except Exception:  # already gone
                 pass
             slot.actor = None
-        if slot.deaths > self.max_retries:
-            for s in slot.active:
-                s.error = f"gave up after {slot.deaths} failed attempts: {type(error).__name__}: {error}"
-            slot.deaths = 0
-        time.sleep(0.1 * slot.deaths)
-        self._submit(slot)
+
+    def _collect(self, slot: _Slot) -> None:
+        call, slot.call = slot.call, None
+        try:
+            reports: list[ChunkReport] = ray.get(call)
+        except Exception as e:  # a dead actor, or anything the call raised: replace the actor, retry
+            self._kill(slot)
+            cause = getattr(e, "cause", None) or e
+            kind = "the actor died" if isinstance(e, RayActorError) else type(cause).__name__
+            line = (str(cause).strip().splitlines() or [""])[-1][:500]
+            reports = [ChunkReport(s.plan.stream, s.next_chunk, False, f"{kind}: {line}", retryable=True)
+                       for s in slot.running]
+        for stream, report in zip(slot.running, reports):
+            self._record(stream, report)
+            if stream.done and slot.actor is not None:
+                slot.actor.forget.remote(stream.plan.stream)
+
+    def _record(self, stream: StreamProgress, report: ChunkReport) -> None:
+        if report.ok:
+            stream.next_chunk += 1
+            stream.computed += 1
+            stream.frames += report.frames
+            stream.attempts = 0
+            stream.peak_rss_mb = max(stream.peak_rss_mb, report.peak_rss_mb)
+            for k, v in report.seconds.items():
+                stream.seconds[k] = stream.seconds.get(k, 0.0) + v
+            if self.progress is not None:
+                self.progress.update(report.frames)
+            return
+        stream.attempts += 1
+        if not report.retryable or stream.attempts > self.config.max_retries:
+            tries = f" (gave up after {stream.attempts} attempts)" if report.retryable else ""
+            stream.error = f"chunk {report.chunk}: {report.error}{tries}"
+            return
+        stream.retry_at = time.monotonic() + self.config.backoff(stream.attempts)
+        try:  # the snapshot the chunk starts from may be what was lost
+            stream.next_chunk = restart_chunk(stream.plan, self.output, stream.next_chunk)
+        except Exception:  # the store is down: the retry will find out again
+            pass

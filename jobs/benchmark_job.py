@@ -84,8 +84,9 @@ def bench_job(bench) -> None:
 
 
 def _job_rows(bench, manifest: Path, urls: list[str], actors: int, per_actor: int) -> None:
+    from cluster.config import RunConfig
     from cluster.manifest import read_manifest
-    from cluster.run import RunConfig, run_segment
+    from cluster.run import run_segment
     from workers.tasks import ModelSpec
 
     cfg = bench.cfg
@@ -97,8 +98,8 @@ def _job_rows(bench, manifest: Path, urls: list[str], actors: int, per_actor: in
                            streams_per_actor=per_actor, threads_per_actor=cfg.threads, address=cfg.address,
                            progress=False)
         summary = run_segment(read_manifest(str(manifest)), config)
-        if summary["videos_failed"]:
-            raise RuntimeError(f"segment job with {actors} actors failed: {summary['errors']}")
+        if summary.videos_failed:
+            raise RuntimeError(f"segment job with {actors} actors failed: {summary.errors}")
         summaries.append(summary)
         alone.append(_alone(bench, urls, actors, per_actor, rep))
     summary = sorted(summaries, key=lambda s: s["frames_per_s"])[len(summaries) // 2]
@@ -112,16 +113,16 @@ def _job_rows(bench, manifest: Path, urls: list[str], actors: int, per_actor: in
 
 
 def _job_row(summary: dict, actors: int, videos: int, frames: int) -> Row:
-    s, total = summary["stage_seconds"], summary["frames"]
+    s, total = summary.stage_seconds, summary.frames
 
     def ms(*keys: str) -> float:
         return 1000.0 * sum(s.get(k, 0.0) for k in keys) / total
 
-    fps = summary["frames_per_s"]
+    fps = summary.frames_per_s
     return Row("samstream", "job", frames, streams=videos, actors=actors, frames_per_s=fps, ms_per_frame=1000.0 / fps,
                ms_decode=ms("decode"), ms_model=ms("model"), ms_rle_write=ms("encode", "write"),
-               ms_snapshot=ms("snapshot"), peak_mem_mb=summary["actor_peak_rss_mb"], memory_kind="actor_rss_peak",
-               note=f"end to end {summary['seconds']:.1f} s; stage ms: actor seconds per frame")
+               ms_snapshot=ms("snapshot"), peak_mem_mb=summary.actor_peak_rss_mb, memory_kind="actor_rss_peak",
+               note=f"end to end {summary.seconds:.1f} s; stage ms: actor seconds per frame")
 
 
 def _alone(bench, urls: list[str], processes: int, per_actor: int, rep: int) -> tuple[float, float]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from jobs import segment
 from jobs.evaluate import MaskletSource, Options, evaluate, print_summary, summarize
-from workers.masklets import read_masklets
+from workers.output import read_masklets
 from workers.preview import write_contact_sheet, write_preview_video
 from workers.synthetic import PROMPT_KINDS, SyntheticConfig, write_corpus
 

@@ -30,13 +30,13 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from tqdm import tqdm
 
-from cluster.manifest import parse_storage_options, redact
+from workers.storage_options import parse_storage_options, redact
 from model.errors import SamstreamError
 from model.metrics import davis_summary, frame_scores, object_score, reappearance_frames
-from workers.masklets import MASKLET_PARTITIONING, MaskletError, MaskletWriter, decode_rle
+from workers.masklets import MASKLET_PARTITIONING, MaskletError, decode_rle
+from workers.output import MASKLETS, VIDEOS, RunOutput, is_run_output
 
 NEEDED = ["video_id", "object_id", "frame_index", "height", "width", "mask_rle"]
-RUN_MARKERS = ("masklets", "videos.parquet", "_run.json", "_plan.json", "_SUCCESS")
 # frames: GT frames scored; frames_missing: those of them without a prediction row (scored as empty).
 METRICS_SCHEMA = pa.schema([
     ("video_id", pa.string()), ("object_id", pa.int32()), ("frames", pa.int32()),
@@ -67,15 +67,14 @@ class MaskletSource:
         root = root.rstrip("/") or "/"
         if not self.fs.exists(root):
             raise EvaluationError(f"{role}: no such file or directory: {url}", url)
-        is_run = self.fs.isdir(root) and any(self.fs.exists(f"{root}/{m}") for m in RUN_MARKERS)
-        self.run_dir = root if is_run else None
+        self.run_dir = root if is_run_output(self.fs, root) else None
         self.dataset = self._open(root)
 
     def _open(self, root: str) -> ds.Dataset | None:
         if self.run_dir is not None:
-            if not self.fs.isdir(f"{root}/masklets"):
+            if not self.fs.isdir(f"{root}/{MASKLETS}"):
                 return None  # a run that wrote no masklets (every video failed): nothing predicted
-            root = f"{root}/masklets"
+            root = f"{root}/{MASKLETS}"
         try:
             dataset = ds.dataset(root, filesystem=self.fs, format="parquet", partitioning=MASKLET_PARTITIONING)
         except (OSError, pa.ArrowException) as e:
@@ -115,7 +114,7 @@ class MaskletSource:
 
     def failed_videos(self) -> list[str]:
         """Videos a segment run recorded as failed (its videos.parquet), if there is one."""
-        path = None if self.run_dir is None else f"{self.run_dir}/videos.parquet"
+        path = None if self.run_dir is None else f"{self.run_dir}/{VIDEOS}"
         if path is None or not self.fs.exists(path):
             return []
         try:
@@ -251,11 +250,11 @@ def print_summary(s: dict, opts: Options, out: str) -> None:
 
 
 def write_metrics(table: pa.Table, out_url: str, storage_options: dict) -> str:
-    """Atomic write (MaskletWriter's): the file appears complete or not at all."""
+    """Atomic write (RunOutput's): the file appears complete or not at all."""
     directory, name = posixpath.split(out_url.rstrip("/"))
     if not name.endswith(".parquet"):
         raise EvaluationError(f"--out must name a .parquet file, got {out_url!r}", out_url)
-    return MaskletWriter(directory or ".", storage_options).write_table(name, table)
+    return RunOutput(directory or ".", storage_options).write_table(name, table)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -10,10 +10,16 @@ only what is missing.
 import argparse
 import json
 import sys
-import time
+import traceback
 
-from cluster.manifest import ManifestError, parse_storage_options, read_manifest, redact
-from cluster.run import RunConfig, claim_output, run_segment
+from cluster.config import RunConfig
+from cluster.manifest import read_manifest
+from cluster.run import RunInterrupted, RunSummary, run_segment
+from model import MemoryPolicy, SamstreamError, check_checkpoint, get_config, resolve_checkpoint
+from workers.storage_options import parse_storage_options, redact
+from workers.tasks import ModelSpec
+
+EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,7 +69,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="long-term keyframes kept beside the recent frames (default 0: none, as the reference)")
     ap.add_argument("--keyframe-every", type=int, default=8,
                     help="a remembered frame every this many frames after an object's first becomes a keyframe")
-    ap.add_argument("--max-retries", type=int, default=3)
+    ap.add_argument("--max-retries", type=int, default=3,
+                    help="failed attempts of a chunk (storage errors, dead actors) before its video is recorded "
+                         "failed; each retry waits --retry-backoff x 2^(n-1) s (default: %(default)s)")
+    ap.add_argument("--retry-backoff", type=float, default=1.0, help="seconds (default: %(default)s)")
+    ap.add_argument("--claim-timeout", type=float, default=60.0,
+                    help="seconds without a heartbeat after which another driver's claim on --out is taken over "
+                         "(default: %(default)s)")
+    ap.add_argument("--debug", action="store_true", help="print tracebacks of errors")
     ap.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else a local Ray)")
     ap.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray started by this job")
     ap.add_argument("--num-gpus", type=int, default=None, help="GPUs of a local Ray (may be logical)")
@@ -76,33 +89,67 @@ def parse_args(argv=None) -> argparse.Namespace:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.actors is not None and args.actors < 1:
         ap.error(f"--actors must be >= 1, got {args.actors}")
+    if args.max_retries < 0 or args.retry_backoff < 0 or args.claim_timeout <= 0:
+        ap.error(f"--max-retries and --retry-backoff must be >= 0 and --claim-timeout > 0, got "
+                 f"{args.max_retries}, {args.retry_backoff}, {args.claim_timeout}")
     return args
+
+
+def config_from_args(args: argparse.Namespace, storage_options: dict) -> RunConfig:
+    """The typed run config; fails on an unknown preset or a bad image size before any work."""
+    get_config(args.preset, args.image_size)
+    policy = MemoryPolicy(args.num_recent, args.max_cond, args.decay, args.store_threshold, args.num_keyframes,
+                          args.keyframe_every)
+    model = ModelSpec(args.preset, resolve_checkpoint(args.preset, args.checkpoint), args.image_size, policy,
+                      dtype=args.dtype, compile=args.compile, memory_kv_cache=not args.no_memory_kv_cache)
+    return RunConfig(out=args.out.rstrip("/"), model=model, chunk_frames=args.chunk_frames, actors=args.actors,
+                     streams_per_actor=args.streams_per_actor, threads_per_actor=args.threads_per_actor,
+                     max_retries=args.max_retries, retry_backoff_s=args.retry_backoff,
+                     claim_timeout_s=args.claim_timeout, address=args.address, num_cpus=args.num_cpus,
+                     num_gpus=args.num_gpus, progress=not args.no_progress, storage_options=storage_options)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    storage_options: dict = {}
     try:
         storage_options = parse_storage_options(args.storage_options)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    try:
-        config = RunConfig.from_args(args, storage_options)  # arguments first: they are cheapest to check
+        config = config_from_args(args, storage_options)  # arguments first: they are cheapest to check
+        if config.model.checkpoint is not None:  # a wrong or damaged checkpoint fails here, not in every actor
+            check_checkpoint(config.model.preset, config.model.checkpoint, config.model.image_size, storage_options)
         entries = read_manifest(args.manifest, storage_options)
-        claim_output(config)
-    except (ManifestError, ValueError) as e:
-        print(f"error: {redact(str(e), storage_options)}", file=sys.stderr)
+        summary = run_segment(entries, config)
+    except RunInterrupted as e:
+        print(f"samstream segment: {redact(str(e), storage_options)}", file=sys.stderr)
+        return EXIT_INTERRUPTED[e.signal_name]
+    except Exception as e:  # one line, no traceback (unless --debug): bad input, a claimed output, storage
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {one_line(e, storage_options)}" + ("" if args.debug else " (--debug shows the traceback)"),
+              file=sys.stderr)
         return 1
-    start = time.time()
-    summary = run_segment(entries, config)
-    ok, failed = summary["videos_ok"], summary["videos_failed"]
-    print(f"samstream segment: {ok} videos ok, {failed} failed; {summary['frames']} frames in "
-          f"{time.time() - start:.1f} s ({summary['frames_per_s']:.1f} frames/s)")
-    for vid, err in summary["errors"].items():
+    print_summary(summary, storage_options)
+    return 0 if summary.videos_failed == 0 else 2
+
+
+def one_line(error: BaseException, storage_options: dict) -> str:
+    """An error as one line without secrets: our errors' messages name their values; others get their type."""
+    text = str(error) if isinstance(error, (SamstreamError, ValueError)) else f"{type(error).__name__}: {error}"
+    return " ".join(redact(text, storage_options).split())
+
+
+def print_summary(summary: RunSummary, storage_options: dict) -> None:
+    print(f"samstream segment: {summary.videos_ok} videos ok, {summary.videos_failed} failed; {summary.frames} "
+          f"frames in {summary.seconds:.1f} s ({summary.frames_per_s:.1f} frames/s)")
+    for vid, err in summary.errors.items():
         print(f"  failed {vid}: {redact(err, storage_options)}")
-    print(f"  output: {redact(config.out, storage_options)}")
-    print(json.dumps({"chunks_computed": summary["chunks_computed"], "chunks_skipped": summary["chunks_skipped"]}))
-    return 0 if failed == 0 else 2
+    for vid, note in summary.notes.items():
+        print(f"  note {vid}: {redact(note, storage_options)}")
+    print(f"  output: {redact(summary.out, storage_options)}")
+    if summary.took_over:
+        print(f"  took over the output from run {summary.took_over}, whose driver stopped sending heartbeats")
+    print(json.dumps({"chunks_computed": summary.chunks_computed, "chunks_skipped": summary.chunks_skipped,
+                      "chunks_recomputed": summary.chunks_recomputed}))
 
 
 if __name__ == "__main__":

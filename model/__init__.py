@@ -1,6 +1,6 @@
 """samstream's SAM 2 / 2.1: our own PyTorch implementation, loading the official checkpoints unchanged."""
 
-from .checkpoint import embedded_checkpoint, load_model, read_state_dict, resolve_checkpoint, suggest_preset
+from .checkpoint import check_checkpoint, embedded_checkpoint, load_model, read_state_dict, resolve_checkpoint, suggest_preset
 from .config import PRESETS, HieraConfig, ModelConfig, get_config
 from .errors import (CheckpointError, FrameError, PromptError, SamstreamError, StateError,
                      UnknownPresetError)
@@ -11,7 +11,7 @@ from .state import TrackerState
 from .tracker import FrameResult, ObjectResult, StreamingTracker
 
 __all__ = [
-    "CheckpointError", "FrameError", "FrameResult", "HieraConfig", "MemoryPolicy", "ModelConfig", "ObjectResult",
+    "CheckpointError", "FrameError", "check_checkpoint", "FrameResult", "HieraConfig", "MemoryPolicy", "ModelConfig", "ObjectResult",
     "PRESETS", "Prompt", "PromptError", "SAM2Model", "SamstreamError", "StateError", "StreamingTracker",
     "TrackerState", "UnknownPresetError", "embedded_checkpoint", "get_config", "load_model", "read_state_dict",
     "resolve_checkpoint", "suggest_preset",

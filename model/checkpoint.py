@@ -48,6 +48,15 @@ def load_model(preset: str, checkpoint: str | None = None, image_size: int | Non
     return model.to(device).eval()
 
 
+def check_checkpoint(preset: str, checkpoint: str, image_size: int | None = None,
+                     storage_options: dict | None = None) -> None:
+    """Raise CheckpointError unless the checkpoint's names and shapes fit the preset: what a driver checks
+    before it starts actors. The model is built on the meta device (shapes only, no memory, no init)."""
+    with torch.device("meta"):
+        model = SAM2Model(get_config(preset, image_size))
+    check_state_dict(model, read_state_dict(checkpoint, storage_options), checkpoint)
+
+
 def read_state_dict(url: str, storage_options: dict | None = None) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint: an official .pt (its "model" entry), a bare state dict, or safetensors.
     Local files are memory-mapped (no second copy of the weights in memory); others are read whole."""

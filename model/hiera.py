@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import MLP
+from .weight_keys import weights_key
 
 
 def pool_hw(x: torch.Tensor, stride: tuple[int, int] | None) -> torch.Tensor:
@@ -159,12 +160,11 @@ class Hiera(nn.Module):
     def pos_embed_at(self, h: int, w: int) -> torch.Tensor:
         """Position embedding of an (h, w) token map: (1, h, w, C). h and w must be multiples of the window.
 
-        Outside training it is kept until the weights change (a load in place bumps their versions): a
-        bicubic resize every frame costs ~1.5% of a CPU frame."""
-        params = (self.pos_embed, self.pos_embed_window)
+        Outside training it is kept until the weights change (see weight_keys): a bicubic resize every frame
+        costs ~1.5% of a CPU frame."""
         if (torch.is_grad_enabled() and self.pos_embed.requires_grad) or torch.compiler.is_compiling():
             return self._pos_embed_at(h, w)
-        key = (h, w, *((p.data_ptr(), p._version) for p in params))
+        key = (h, w, weights_key([self], (self.pos_embed, self.pos_embed_window)))
         if self._pos_cache[0] != key:
             self._pos_cache = (key, self._pos_embed_at(h, w).contiguous())
         return self._pos_cache[1]

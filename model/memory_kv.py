@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from .memory_bank import MemoryPolicy, MemoryView, ObjectMemory
 from .memory_batch import memory_layout
 from .rope import apply_rope
+from .weight_keys import weights_key
 
 
 @dataclass
@@ -68,16 +69,16 @@ def temporal_keys(model, hw: int, dtype: torch.dtype, device: torch.device) -> t
 
 
 class TemporalKeyTable:
-    """`temporal_keys`, kept until the weights it was computed from change (an in-place load bumps a
-    parameter's version) or another grid, dtype or device is asked for."""
+    """`temporal_keys`, kept until the weights it was computed from change (see weight_keys) or another
+    grid, dtype or device is asked for."""
 
     def __init__(self):
         self._key, self._table = None, None
 
     def get(self, model, hw: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        params = [model.maskmem_tpos_enc] + [p for layer in model.memory_attention.layers
-                                             for p in layer.cross_attn_image.k_proj.parameters()]
-        key = (hw, dtype, device, tuple((p.data_ptr(), p._version) for p in params))
+        projections = [layer.cross_attn_image.k_proj for layer in model.memory_attention.layers]
+        params = [model.maskmem_tpos_enc] + [p for k_proj in projections for p in k_proj.parameters()]
+        key = (hw, dtype, device, weights_key([model, *projections], params))
         if key != self._key:
             self._key, self._table = key, temporal_keys(model, hw, dtype, device)
         return self._table

@@ -46,73 +46,103 @@ class ModelPrompt:
         return 0 if self.points is None else self.points.shape[0]
 
 
+@dataclass(frozen=True)
+class PromptGeometry:
+    """A prompt's geometry once checked against its frame (`check_prompt_geometry`)."""
+
+    points: np.ndarray  # (N, 2) float64 x, y, all inside the frame; N = 0 without points
+    box: np.ndarray | None  # (4,) float64 x0, y0, x1, y1, clipped to the frame
+    note: str | None  # what was clipped, e.g. "object 2 frame 0: box [-5, 3, 40, 90] clipped to [0, 3, 40, 72]"
 
 
-def _check_points(prompt: Prompt, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def check_prompt_geometry(points: Any, box: Any, mask_size: Any, height: int, width: int, name: str,
+                          object_id: Any = None) -> PromptGeometry:
+    """Fit a prompt's points, box and mask size (each None when not given) to a `height` x `width` frame.
+
+    The one check of prompt against frame: the planner runs it against the probed video, the tracker
+    against each frame. Bounds are inclusive (coordinates are continuous; `width` is the right edge). A box
+    partly outside is clipped to the frame, with a note: annotation tools draw boxes past the edge. A point
+    outside, a box with no area inside, or a mask of another size is a mistake: PromptError, its message
+    prefixed with `name`, naming the value."""
+    def fail(detail: str, value: Any) -> PromptError:
+        return PromptError(f"{name}: {detail}", object_id, value)
+
+    outside = f"outside the frame (width {width}, height {height})"
+    xy = np.zeros((0, 2)) if points is None else np.asarray(points, dtype=np.float64)
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise fail(f"points must have shape (N, 2), got {xy.shape}", xy.tolist())
+    for x, y in xy.tolist():
+        if not (0 <= x <= width and 0 <= y <= height):  # False for nan too
+            raise fail(f"point {_coords([x, y])} is {outside}", [x, y])
+    if mask_size is not None and tuple(mask_size) != (height, width):
+        raise fail(f"mask size {list(mask_size)} differs from the frame's [{height}, {width}]", list(mask_size))
+    if box is None:
+        return PromptGeometry(xy, None, None)
+    box = np.asarray(box, dtype=np.float64).reshape(-1)
+    if box.shape != (4,) or not np.isfinite(box).all():
+        raise fail(f"box must be 4 finite numbers x0, y0, x1, y1, got {box.tolist()}", box.tolist())
+    x0, y0, x1, y1 = box.tolist()
+    if x1 < x0 or y1 < y0:
+        raise fail(f"box {_coords(box)} has x1 < x0 or y1 < y0", box.tolist())
+    clipped = np.array([max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))])
+    if np.array_equal(clipped, box):
+        return PromptGeometry(xy, box, None)
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:  # nothing of it inside the frame
+        raise fail(f"box {_coords(box)} is {outside}", box.tolist())
+    return PromptGeometry(xy, clipped, f"{name}: box {_coords(box)} clipped to {_coords(clipped)}")
+
+
+def _coords(values) -> str:
+    """[-5, 3.5, 40, 90]: whole numbers without a fraction, as a person would write them."""
+    def show(v: float) -> str:
+        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
+    return "[" + ", ".join(show(float(v)) for v in values) + "]"
+
+
+def _host(value: Any) -> Any:
+    return value.cpu() if torch.is_tensor(value) else value
+
+
+def _check_labels(prompt: Prompt, num_points: int) -> np.ndarray:
     oid = prompt.object_id
-    if (prompt.points is None) != (prompt.labels is None):
-        raise PromptError(f"object {oid}: points and labels must be given together", oid, prompt.points)
-    if prompt.points is None:
-        return np.zeros((0, 2)), np.zeros((0,), dtype=np.int64)
-    points = np.asarray(prompt.points.cpu() if torch.is_tensor(prompt.points) else prompt.points, dtype=np.float64)
-    labels = np.asarray(prompt.labels.cpu() if torch.is_tensor(prompt.labels) else prompt.labels)
-    if points.ndim != 2 or points.shape[1] != 2:
-        raise PromptError(f"object {oid}: points must have shape (N, 2), got {points.shape}", oid, points.tolist())
-    if labels.ndim != 1 or labels.shape[0] != points.shape[0]:
-        raise PromptError(f"object {oid}: {points.shape[0]} points but labels of shape {labels.shape}",
+    if prompt.labels is None:
+        return np.zeros((0,), dtype=np.int64)
+    labels = np.asarray(_host(prompt.labels))
+    if labels.ndim != 1 or labels.shape[0] != num_points:
+        raise PromptError(f"object {oid}: {num_points} points but labels of shape {labels.shape}",
                           oid, labels.tolist())
     bad_labels = [v for v in labels.tolist() if v not in (NEGATIVE, POSITIVE)]
     if bad_labels:
         raise PromptError(f"object {oid}: labels must be 0 or 1, got {bad_labels}", oid, bad_labels)
-    outside = ~np.isfinite(points).all(1) | (points[:, 0] < 0) | (points[:, 0] > width) \
-        | (points[:, 1] < 0) | (points[:, 1] > height)
-    if outside.any():
-        raise PromptError(f"object {oid}: point {points[outside][0].tolist()} is outside the "
-                          f"frame (width {width}, height {height})", oid, points[outside][0].tolist())
-    return points, labels.astype(np.int64)
+    return labels.astype(np.int64)
 
 
-def _check_box(prompt: Prompt, height: int, width: int) -> np.ndarray | None:
-    oid = prompt.object_id
-    if prompt.box is None:
-        return None
-    box = np.asarray(prompt.box.cpu() if torch.is_tensor(prompt.box) else prompt.box, dtype=np.float64).reshape(-1)
-    if box.shape != (4,) or not np.isfinite(box).all():
-        raise PromptError(f"object {oid}: box must be 4 finite numbers x0, y0, x1, y1, got {box.tolist()}", oid, box)
-    x0, y0, x1, y1 = box.tolist()
-    if x1 < x0 or y1 < y0:
-        raise PromptError(f"object {oid}: box {box.tolist()} has x1 < x0 or y1 < y0", oid, box.tolist())
-    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-        raise PromptError(f"object {oid}: box {box.tolist()} is outside the frame (width {width}, height {height})", oid, box.tolist())
-    return box
-
-
-def _check_mask(prompt: Prompt, height: int, width: int) -> torch.Tensor | None:
-    oid = prompt.object_id
+def _as_mask(prompt: Prompt) -> torch.Tensor | None:
     if prompt.mask is None:
         return None
-    mask = prompt.mask if torch.is_tensor(prompt.mask) else torch.from_numpy(np.asarray(prompt.mask))
-    if tuple(mask.shape) != (height, width):
-        raise PromptError(f"object {oid}: mask of shape {tuple(mask.shape)} does not match the "
-                          f"frame's ({height}, {width})", oid, tuple(mask.shape))
-    return mask.bool()
+    return prompt.mask if torch.is_tensor(prompt.mask) else torch.from_numpy(np.asarray(prompt.mask))
 
 
 def to_model_prompt(prompt: Prompt, height: int, width: int, image_size: int,
                     device: torch.device) -> ModelPrompt:
-    """Validate `prompt` against a `height` x `width` frame and convert it to model coordinates."""
+    """Validate `prompt` against a `height` x `width` frame and convert it to model coordinates. A box partly
+    outside the frame is clipped to it (the planner has already noted that for manifest prompts)."""
     oid = prompt.object_id
     if not isinstance(oid, (int, np.integer)) or isinstance(oid, bool):
         raise PromptError(f"object_id must be an int, got {oid!r}", oid, oid)
-    points, labels = _check_points(prompt, height, width)
-    box = _check_box(prompt, height, width)
-    mask = _check_mask(prompt, height, width)
+    if (prompt.points is None) != (prompt.labels is None):
+        raise PromptError(f"object {oid}: points and labels must be given together", oid, prompt.points)
+    mask = _as_mask(prompt)
+    geometry = check_prompt_geometry(_host(prompt.points), _host(prompt.box), None if mask is None else mask.shape,
+                                     height, width, f"object {oid}", oid)
+    points, box = geometry.points, geometry.box
+    labels = _check_labels(prompt, len(points))
     if mask is not None and (box is not None or len(points)):
         raise PromptError(f"object {oid}: a mask prompt cannot be combined with points or a box", oid, None)
     if mask is None and box is None and not len(points):
         raise PromptError(f"object {oid}: the prompt has no points, box or mask", oid, None)
     if mask is not None:
-        return ModelPrompt(int(oid), None, None, _mask_to_model(mask, image_size, device), prompt.correction)
+        return ModelPrompt(int(oid), None, None, _mask_to_model(mask.bool(), image_size, device), prompt.correction)
     if box is not None:  # a box is two labelled corner points, placed before any clicks
         points = np.concatenate([box.reshape(2, 2), points], axis=0)
         labels = np.concatenate([[BOX_TOP_LEFT, BOX_BOTTOM_RIGHT], labels])

@@ -117,3 +117,21 @@ def ray_cluster():
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture
+def fault_proxy(s3_server, monkeypatch):
+    """A fault-injecting proxy (tests/fault_proxy.py) in front of `s3_server`, injecting nothing until told
+    (`set_error_rate`, `add_rule`); AWS_ENDPOINT_URL points at it for this test, so s3fs file systems
+    made from the environment (new instances: the instance cache is cleared) go through it."""
+    import s3fs
+
+    from tests.fault_proxy import FaultProxy
+
+    with FaultProxy(s3_server) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        s3fs.S3FileSystem.clear_instance_cache()
+        try:
+            yield proxy
+        finally:
+            s3fs.S3FileSystem.clear_instance_cache()

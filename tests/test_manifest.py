@@ -13,6 +13,8 @@ from pycocotools import mask as mask_utils
 from cluster.manifest import (ManifestError, PromptBoundsError, PromptSpec, VideoEntry,
                               check_prompts_against_video, parse_storage_options, read_manifest, redact)
 from cluster.manifest import _rle_runs
+from cluster.plan import plan_streams
+from workers.video_source import VideoInfo
 
 
 def rle_of(mask: np.ndarray) -> dict:
@@ -213,22 +215,50 @@ def test_check_prompts_against_video():
     pts = PromptSpec(1, 0, points=((0.0, 0.0), (64.0, 48.0)), labels=(1, 1))
     box = PromptSpec(2, 9, box=(0.0, 0.0, 64.0, 48.0))
     mask = PromptSpec(3, 4, mask_rle=rle_of(np.zeros((48, 64), bool)))
-    check_prompts_against_video(VideoEntry(0, "v.mp4", "v", (pts, box, mask)), 10, 48, 64)  # edges fit
+    entry = VideoEntry(0, "v.mp4", "v", (pts, box, mask))
+    assert check_prompts_against_video(entry, 10, 48, 64) == ((pts, box, mask), [])  # edges fit, nothing changed
     cases = [
         (box, (9, 48, 64), "frame_index 9 is past the end of the video (9 frames)", 9),
-        (pts, (10, 47, 64), "point [64.0, 48.0] is outside the frame (width 64, height 47)", [64.0, 48.0]),
-        (pts, (10, 48, 63), "point [64.0, 48.0] is outside the frame (width 63, height 48)", [64.0, 48.0]),
-        (box, (10, 47, 64), "box [0.0, 0.0, 64.0, 48.0] is outside the frame (width 64, height 47)",
-         [0.0, 0.0, 64.0, 48.0]),
+        (pts, (10, 47, 64), "point [64, 48] is outside the frame (width 64, height 47)", [64.0, 48.0]),
+        (pts, (10, 48, 63), "point [64, 48] is outside the frame (width 63, height 48)", [64.0, 48.0]),
         (mask, (10, 48, 65), "mask size [48, 64] differs from the frame's [48, 65]", [48, 64]),
+        (PromptSpec(4, 2, box=(70.0, 3.0, 90.0, 40.0)), (10, 48, 64),  # no overlap with the frame
+         "box [70, 3, 90, 40] is outside the frame (width 64, height 48)", [70.0, 3.0, 90.0, 40.0]),
+        (PromptSpec(5, 1, box=(-9.0, 3.0, 0.0, 40.0)), (10, 48, 64),  # touches the left edge: no area inside
+         "box [-9, 3, 0, 40] is outside the frame (width 64, height 48)", [-9.0, 3.0, 0.0, 40.0]),
     ]
     for prompt, (frames, h, w), text, value in cases:
         with pytest.raises(PromptBoundsError) as info:
-            check_prompts_against_video(VideoEntry(0, "v.mp4", "v", (prompt,)), frames, h, w)
+            check_prompts_against_video(VideoEntry(0, "v.mp4", "v", (pts, prompt)), frames, h, w)
         err = info.value
-        assert str(err) == f"video 'v' prompt (object_id {prompt.object_id}, frame_index {prompt.frame_index}): {text}"
+        assert str(err) == f"video 'v' object {prompt.object_id} frame {prompt.frame_index}: {text}"
         assert (err.video_id, err.object_id, err.frame_index, err.value) == ("v", prompt.object_id,
                                                                              prompt.frame_index, value)
+
+
+def test_boxes_partly_outside_the_frame_are_clipped_with_a_note():
+    inside = PromptSpec(1, 0, box=(1.0, 2.0, 30.0, 40.0))
+    left = PromptSpec(2, 0, box=(-5.0, 3.0, 40.0, 90.0))
+    right = PromptSpec(3, 4, box=(50.5, -1.0, 70.0, 20.0))
+    pts = PromptSpec(4, 1, points=((3.0, 4.0),), labels=(1,))
+    prompts, notes = check_prompts_against_video(VideoEntry(0, "v.mp4", "v", (inside, left, pts, right)), 10, 72, 64)
+    assert prompts == (inside, PromptSpec(2, 0, box=(0.0, 3.0, 40.0, 72.0)), pts,
+                       PromptSpec(3, 4, box=(50.5, 0.0, 64.0, 20.0)))
+    assert notes == ["object 2 frame 0: box [-5, 3, 40, 90] clipped to [0, 3, 40, 72]",
+                     "object 3 frame 4: box [50.5, -1, 70, 20] clipped to [50.5, 0, 64, 20]"]
+
+
+def test_planned_streams_carry_the_clipped_boxes_and_their_notes():
+    entry = VideoEntry(0, "v.mp4", "v", (PromptSpec(7, 2, box=(-5.0, 3.0, 40.0, 90.0)),))
+    info = VideoInfo("v.mp4", num_frames=5, fps=25.0, width=64, height=72)
+    [plan], failures = plan_streams([entry], [info], chunk_frames=4)
+    assert failures == {} and plan.notes == ("object 7 frame 2: box [-5, 3, 40, 90] clipped to [0, 3, 40, 72]",)
+    [(frame, prompt)] = plan.prompts
+    assert (frame, prompt.object_id, prompt.box) == (2, 7, (0.0, 3.0, 40.0, 72.0))
+    outside = VideoEntry(1, "w.mp4", "w", (PromptSpec(7, 0, box=(65.0, 3.0, 90.0, 40.0)),))
+    plans, failures = plan_streams([outside], [info], chunk_frames=4)
+    assert plans == []
+    assert failures["w"].startswith("PromptBoundsError: video 'w' object 7 frame 0: box [65, 3, 90, 40] is outside")
 
 
 def test_to_mask_round_trip(tmp_path):

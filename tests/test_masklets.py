@@ -16,9 +16,9 @@ from pycocotools import mask as mask_utils
 
 from workers import masklets as M
 from workers.masklets import (MASKLET_PARTITIONING, MASKLET_SCHEMA, PART_SCHEMA, ChunkRows, MaskletSchemaError,
-                              MaskletValueError, MaskletWriteError, MaskletWriter, OutputPathError, VideoIdError,
-                              decode_rle, encode_masks, escape_video_id, masklet_rows, read_masklets,
-                              unescape_video_id)
+                              MaskletValueError, MaskletWriteError, OutputPathError, VideoIdError, decode_rle,
+                              encode_masks, escape_video_id, masklet_rows, unescape_video_id)
+from workers.output import RunOutput, read_masklets
 
 # workers.masklets silences this pycocotools/numpy 2 warning, but pytest re-enables DeprecationWarnings per test.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -167,7 +167,7 @@ def test_escape_video_id():
 
 @pytest.fixture
 def local_corpus(tmp_path):
-    writer = MaskletWriter(str(tmp_path / "out"))
+    writer = RunOutput(str(tmp_path / "out"))
     return writer, write_corpus(writer, TRICKY_IDS), tmp_path
 
 
@@ -199,7 +199,7 @@ def test_escaped_ids_stay_inside_masklets(local_corpus):
 
 
 def test_numeric_ids_read_back_as_strings(tmp_path):
-    writer = MaskletWriter(str(tmp_path))
+    writer = RunOutput(str(tmp_path))
     originals = write_corpus(writer, ["0001", "17"])
     root = str(tmp_path / "masklets")
     check_rows(read_masklets(str(tmp_path)).to_pandas(), originals)
@@ -225,7 +225,7 @@ def test_rewriting_a_chunk_replaces_it(local_corpus):
 
 
 def test_part_table_validation(tmp_path):
-    writer = MaskletWriter(str(tmp_path))
+    writer = RunOutput(str(tmp_path))
     table = masklet_rows("v", 0, 0.0, [1], np.ones((1, 3, 3), bool), [1], [1])
     with pytest.raises(MaskletSchemaError):
         writer.write_part("other", 0, 0, table)  # rows of another video
@@ -295,7 +295,7 @@ def test_part_exists_rejects_corrupt_parts(local_corpus):
 
 
 def test_side_files(tmp_path):
-    writer = MaskletWriter("file://" + str(tmp_path / "run"))
+    writer = RunOutput("file://" + str(tmp_path / "run"))
     videos = pa.table({"video_id": ["a/b"], "status": ["ok"], "frames": [9]})
     writer.write_table("videos.parquet", videos)
     assert pq.read_table(tmp_path / "run" / "videos.parquet").equals(videos)
@@ -331,7 +331,7 @@ def test_s3_write_and_read_back(s3_bucket, s3_server):
     import pyarrow.fs as pafs
 
     fs, bucket = s3_bucket
-    writer = MaskletWriter(f"s3://{bucket}/run")
+    writer = RunOutput(f"s3://{bucket}/run")
     assert writer.url == f"s3://{bucket}/run"
     originals = write_corpus(writer, TRICKY_IDS)
     writer.write_part("a/b", 0, 0, masklet_rows("a/b", 0, 0.0, [1, 2], np.zeros((2, 9, 17), bool), [0] * 2,
@@ -355,7 +355,7 @@ def test_s3_write_and_read_back(s3_bucket, s3_server):
 
 def test_s3_failures_and_corrupt_parts(s3_bucket, monkeypatch):
     fs, bucket = s3_bucket
-    writer = MaskletWriter(f"s3://{bucket}/run")
+    writer = RunOutput(f"s3://{bucket}/run")
     table = masklet_rows("v/1", 0, 0.0, [1], np.ones((1, 4, 4), bool), [1], [1])
 
     def half_written(table, sink, **kwargs):
@@ -386,7 +386,7 @@ def test_storage_options_never_leak(s3_bucket, s3_server):
     secret = "S3CRET-must-not-appear"
     options = {"key": "testing", "secret": secret, "client_kwargs": {"endpoint_url": s3_server},
                "skip_instance_cache": True}
-    writer = MaskletWriter("s3://no-such-bucket-here/run", storage_options=options)
+    writer = RunOutput("s3://no-such-bucket-here/run", storage_options=options)
     table = masklet_rows("v", 0, 0.0, [1], np.ones((1, 4, 4), bool), [1], [1])
     with pytest.raises(MaskletWriteError) as err:
         writer.write_part("v", 0, 0, table)
@@ -394,7 +394,7 @@ def test_storage_options_never_leak(s3_bucket, s3_server):
     for shown in (text, repr(writer), writer.url, writer.part_path("v", 0, 0)):
         assert secret not in shown
     fs, bucket = s3_bucket
-    good = MaskletWriter(f"s3://{bucket}/run", storage_options=options)
+    good = RunOutput(f"s3://{bucket}/run", storage_options=options)
     good.write_part("v", 0, 0, table)
     assert all(secret.encode() not in fs.cat_file(k) for k in fs.find(f"{bucket}/run"))
     assert isinstance(fsspec.core.url_to_fs(good.url)[0], type(good.filesystem))
@@ -406,7 +406,7 @@ def test_s3_sees_parts_written_by_other_processes(s3_bucket):
     import s3fs
 
     fs, bucket = s3_bucket
-    driver = MaskletWriter(f"s3://{bucket}/run")
+    driver = RunOutput(f"s3://{bucket}/run")
     assert not driver.part_exists("v", 0, 0) and not driver.exists("_state/00000/after-000000.safetensors")
     assert driver.list_parts("v") == []
     actor_fs = s3fs.S3FileSystem(skip_instance_cache=True)  # another process's own client

@@ -114,9 +114,9 @@ def test_a_full_memory_reuses_one_buffer_on_every_frame(tiny_model):
 
 
 def test_segment_job_can_switch_the_cache_off():
-    from cluster.run import RunConfig
+    from jobs.segment import config_from_args
     from jobs.segment import parse_args
 
     base = ["--manifest", "videos.jsonl", "--out", "out"]
-    assert RunConfig.from_args(parse_args(base), {}).model.memory_kv_cache
-    assert not RunConfig.from_args(parse_args(base + ["--no-memory-kv-cache"]), {}).model.memory_kv_cache
+    assert config_from_args(parse_args(base), {}).model.memory_kv_cache
+    assert not config_from_args(parse_args(base + ["--no-memory-kv-cache"]), {}).model.memory_kv_cache

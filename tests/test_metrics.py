@@ -12,7 +12,8 @@ import pytest
 from jobs import evaluate as E
 from model.metrics import (MetricsError, boundary_f, boundary_precision_recall, boundary_radius, davis_summary,
                            dilate_disk, frame_scores, jaccard, object_score, reappearance_frames, seg2bmap)
-from workers.masklets import ChunkRows, MaskletWriter, read_masklets
+from workers.masklets import ChunkRows
+from workers.output import RunOutput, read_masklets
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
@@ -214,7 +215,7 @@ CAT_F = [1.0] * 8 + [1.0, 1.0, 0.55, 0.0]
 
 def write_pair(tmp_path):
     """Ground truth and prediction runs in the job's layout; returns their directories."""
-    gt, pred = MaskletWriter(str(tmp_path / "gt")), MaskletWriter(str(tmp_path / "pred"))
+    gt, pred = RunOutput(str(tmp_path / "gt")), RunOutput(str(tmp_path / "pred"))
     rows = ChunkRows("cat")
     for t, m in enumerate(CAT_GT):  # object 2 is never visible, and never predicted
         rows.add(t, t / 30, [1, 2], [m, EMPTY20], [1, 1], [1, 1], is_prompt=t == 0)
@@ -297,7 +298,7 @@ def test_bad_input_exits_1(tmp_path, capsys):
     gt, pred = write_pair(tmp_path)
     assert E.main(["--pred", str(pred), "--gt", str(tmp_path / "nope"), "--no-progress"]) == 1
     assert "no such file or directory" in capsys.readouterr().err
-    other = MaskletWriter(str(tmp_path / "other"))
+    other = RunOutput(str(tmp_path / "other"))
     rows = ChunkRows("dog")
     rows.add(0, 0.0, [1], [np.zeros((32, 32), bool)], [1], [1])
     other.write_part("dog", 0, 0, rows.to_table())

@@ -17,46 +17,12 @@ import ray
 import s3fs
 import torch
 
-from cluster.manifest import read_manifest
-from cluster.run import RunConfig, run_segment
 from model import Prompt, StreamingTracker, embedded_checkpoint, load_model
+from tests.corpus import H, REPO, W, make_corpus, prompts_json, run, sorted_table
 from tests.encoded_videos import truncate_file, write_video, write_video_without_frames
 from tests.videos import moving_shapes
-from workers.masklets import MASKLET_PARTITIONING, decode_rle, read_masklets
-from workers.tasks import ModelSpec
+from workers.masklets import MASKLET_PARTITIONING, decode_rle
 from workers.video_source import VideoSource, probe_video
-
-REPO = Path(__file__).resolve().parents[1]
-H, W = 72, 96
-
-
-def prompts_json(seed: int) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    x, y = float(rng.uniform(10, 40)), float(rng.uniform(10, 30))
-    return [{"object_id": 1, "points": [[0.3 * W, 0.35 * H]], "labels": [1]},
-            {"object_id": 2, "box": [x, y, x + 30, y + 25]},
-            {"object_id": 3, "points": [[0.5 * W, 0.8 * H], [5, 5]], "labels": [1, 0]}]
-
-
-def make_corpus(folder: Path, lengths: list[int], prefix: str = "v") -> Path:
-    rows = []
-    for i, n in enumerate(lengths):
-        path = write_video(folder / f"{prefix}{i}.mp4", moving_shapes(n, H, W, seed=10 + i), fps=24)
-        rows.append({"url": str(path), "video_id": f"{prefix}{i}", "prompts": prompts_json(i)})
-    manifest = folder / "manifest.jsonl"
-    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return manifest
-
-
-def run(manifest: Path | str, out: str, **kw) -> dict:
-    config = RunConfig(out=out, model=ModelSpec("synthetic-tiny", embedded_checkpoint("synthetic-tiny")), progress=False, **kw)
-    return run_segment(read_manifest(str(manifest), kw.get("storage_options")), config)
-
-
-def sorted_table(out: str, storage_options=None):
-    t = read_masklets(out, storage_options).to_pandas()
-    return t.sort_values(["video_id", "object_id", "frame_index"]).reset_index(drop=True)
-
 
 def direct_masks(url: str, prompts: list[dict]) -> dict:
     """(frame, object) -> mask from the StreamingTracker run directly on the decoded video."""
@@ -97,7 +63,7 @@ def test_chunk_size_does_not_change_the_result(tmp_path, ray_cluster):
     tables = {}
     for chunk in (7, 64, 150):
         summary = run(manifest, str(tmp_path / f"out{chunk}"), chunk_frames=chunk, actors=1)
-        assert summary["videos_failed"] == 0 and summary["chunks_total"] == -(-150 // chunk)
+        assert summary.videos_failed == 0 and summary.chunks_total == -(-150 // chunk)
         tables[chunk] = sorted_table(str(tmp_path / f"out{chunk}"))
     assert len(tables[7]) == 3 * 150
     for chunk in (64, 150):
@@ -112,7 +78,7 @@ def test_actor_count_does_not_change_the_result(tmp_path, ray_cluster):
     # rounding, so only unbatched runs are bit-identical across actor counts.
     one = run(manifest, str(tmp_path / "one"), chunk_frames=16, actors=1, streams_per_actor=1)
     three = run(manifest, str(tmp_path / "three"), chunk_frames=16, streams_per_actor=1)  # 3 logical GPUs
-    assert one["videos_ok"] == three["videos_ok"] == 6
+    assert one.videos_ok == three.videos_ok == 6
     a, b = sorted_table(str(tmp_path / "one")), sorted_table(str(tmp_path / "three"))
     assert len(a) == 3 * sum([40, 25, 33, 18, 47, 29]) and a.equals(b)
 
@@ -153,7 +119,7 @@ def test_s3_input_and_output(tmp_path, ray_cluster, s3_server):
     # The actors do not share this process's environment: credentials travel as storage options.
     options = {"key": "testing", "secret": "s3cr3t-value", "client_kwargs": {"endpoint_url": s3_server}}
     summary = run("s3://corpus/manifest.jsonl", "s3://corpus/out", chunk_frames=10, storage_options=options)
-    assert summary["videos_ok"] == 2
+    assert summary.videos_ok == 2
     table = sorted_table("s3://corpus/out", options)
     assert len(table) == 3 * (24 + 17)
     assert_matches_direct(table, "v1", str(tmp_path / "v1.mp4"), prompts_json(1))
@@ -166,7 +132,7 @@ def test_killed_actor_is_replaced_and_output_unchanged(tmp_path, ray_cluster):
     baseline = run(manifest, str(tmp_path / "calm"), chunk_frames=8, actors=1)
     out = tmp_path / "chaos"
     result = {}
-    worker = threading.Thread(target=lambda: result.update(run(manifest, str(out), chunk_frames=8, actors=1)))
+    worker = threading.Thread(target=lambda: result.update(summary=run(manifest, str(out), chunk_frames=8, actors=1)))
     worker.start()
     deadline = time.time() + 120
     while not list(out.glob("masklets/*/part-*.parquet")) and time.time() < deadline:
@@ -175,8 +141,8 @@ def test_killed_actor_is_replaced_and_output_unchanged(tmp_path, ray_cluster):
     assert victims, "no worker actor found"
     ray.kill(ray.get_actor(victims[0]))
     worker.join(300)
-    assert result["videos_ok"] == 2 and result["actor_replacements"] >= 1
-    assert baseline["actor_replacements"] == 0
+    assert result["summary"].videos_ok == 2 and result["summary"].actor_replacements >= 1
+    assert baseline.actor_replacements == 0
     assert sorted_table(str(out)).equals(sorted_table(str(tmp_path / "calm")))
 
 
@@ -199,7 +165,7 @@ def test_killed_driver_resumes_only_missing_chunks(tmp_path, ray_cluster):
     assert record["chunks_skipped"] >= 3 and record["chunks_computed"] < record["chunks_total"] == 20
     assert record["chunks_skipped"] + record["chunks_computed"] == 20
     assert sorted_table(str(out)).equals(sorted_table(str(tmp_path / "calm")))
-    assert calm["chunks_computed"] == 20
+    assert calm.chunks_computed == 20
 
 
 def test_bad_videos_fail_alone(tmp_path, ray_cluster):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from cluster.manifest import read_manifest
-from workers.masklets import MASKLET_SCHEMA, decode_rle, read_masklets
+from workers.masklets import MASKLET_SCHEMA, decode_rle
+from workers.output import read_masklets
 from workers.synthetic import (FLAT_COLORS, OCCLUDER, SPLITS, SyntheticConfig, SyntheticError, first_frame_prompts,
                                interior_point, reappearances, render_video, seed_range, split_seed, write_corpus)
 from workers.video_source import probe_video

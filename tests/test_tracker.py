@@ -117,10 +117,11 @@ def test_objects_join_and_leave(tiny_model):
 
 
 @pytest.mark.parametrize("bad, error, message", [
-    (dict(points=[[10, 10], [500, 20]], labels=[1, 1]), PromptError, r"point \[500.0, 20.0\] is outside the frame \(width 128, height 96\)"),
+    (dict(points=[[10, 10], [500, 20]], labels=[1, 1]), PromptError, r"point \[500, 20\] is outside the frame \(width 128, height 96\)"),
     (dict(points=[[10, 10], [20, 20]], labels=[1]), PromptError, r"2 points but labels of shape \(1,\)"),
-    (dict(box=[50, 10, 20, 40]), PromptError, r"box \[50.0, 10.0, 20.0, 40.0\] has x1 < x0"),
-    (dict(mask=np.zeros((10, 10), bool)), PromptError, r"mask of shape \(10, 10\) does not match the frame's \(96, 128\)"),
+    (dict(box=[50, 10, 20, 40]), PromptError, r"box \[50, 10, 20, 40\] has x1 < x0"),
+    (dict(box=[130, 10, 150, 40]), PromptError, r"box \[130, 10, 150, 40\] is outside the frame \(width 128"),
+    (dict(mask=np.zeros((10, 10), bool)), PromptError, r"mask size \[10, 10\] differs from the frame's \[96, 128\]"),
     (dict(points=[[10, 10]], labels=[3]), PromptError, r"labels must be 0 or 1, got \[3\]"),
     (dict(), PromptError, "no points, box or mask"),
 ])
@@ -135,6 +136,18 @@ def test_bad_prompts_fail_and_lose_nothing(tiny_model, bad, error, message):
     assert err.value.object_id == 1
     assert state.to_bytes() == before and state.frame_index == 1  # nothing changed, the stream goes on
     assert tracker.step(state, frames[1]).object_ids == [1, 2]
+
+
+def test_a_box_partly_outside_the_frame_tracks_as_the_box_clipped_to_it(tiny_model):
+    frames = moving_shapes(3, 96, 128, seed=6)
+
+    def run(box) -> list[torch.Tensor]:
+        tracker = StreamingTracker(tiny_model)
+        state = tracker.new_stream(96, 128)
+        return [tracker.step(state, f, [Prompt(1, box=box)] if t == 0 else ()).masks for t, f in enumerate(frames)]
+
+    for a, b in zip(run([-20, 40, 60, 130]), run([0, 40, 60, 96])):
+        assert torch.equal(a, b)
 
 
 def test_bad_frames_and_states(tiny_model):

@@ -11,7 +11,9 @@ import shutil
 import threading
 import time
 from dataclasses import replace
+from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
 
@@ -137,6 +139,46 @@ def test_info_is_small_and_picklable(videos):
     big = replace(info, num_frames=len(hour), packed_pts=_pack(np.diff(hour, prepend=0)),
                   packed_keyframes=_pack(np.arange(0, len(hour), 12)))
     assert len(pickle.dumps(big)) < 20_000 and np.array_equal(big.pts(), hour)
+
+
+def write_variable_rate_video(path, frames: np.ndarray, pts_ms: np.ndarray) -> str:
+    """h264 mp4 whose frame k is shown at pts_ms[k] milliseconds (B-frames, GOP 8)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt, stream.time_base = "yuv420p", Fraction(1, 1000)
+        stream.codec_context.time_base = Fraction(1, 1000)
+        stream.options = {"x264-params": "keyint=8:min-keyint=8:scenecut=0:bframes=2"}
+        for frame, pts in zip(frames, pts_ms):
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts, vf.time_base = int(pts), Fraction(1, 1000)
+            container.mux(stream.encode(vf))
+        container.mux(stream.encode())
+    return str(path)
+
+
+def test_frame_times_follow_the_timestamps_of_variable_rate_video(tmp_path, source_frames):
+    gaps = np.resize([40, 40, 33, 100, 40, 250, 20, 40, 67, 40], SHORT - 1)  # irregular, in ms
+    gaps[9] = 1000  # and a pause, as a phone recording in low light may hold
+    pts_ms = np.concatenate([[0], np.cumsum(gaps)])
+    info = probe_video(write_variable_rate_video(tmp_path / "vfr.mp4", source_frames[:SHORT], pts_ms))
+    assert info.num_frames == SHORT and info.time_base is not None
+    times = info.frame_times(0, SHORT)
+    assert times.dtype == np.float64 and times.shape == (SHORT,)
+    np.testing.assert_allclose(times, info.pts() * float(info.time_base), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(times, pts_ms / 1000, rtol=0, atol=1e-9)
+    assert np.abs(times - np.arange(SHORT) / info.fps).max() > 0.3  # what frame / fps would have said
+    assert_exact(read(info, 15, 20), 15, source_frames)  # a read after a seek: frames 15..19 ...
+    np.testing.assert_allclose(info.frame_times(15, 20), pts_ms[15:20] / 1000, rtol=0, atol=1e-9)  # ... at their times
+    assert info.frame_times(7, 7).shape == (0,)
+    with pytest.raises(ValueError, match=rf"\[35, {SHORT + 1}\)"):
+        info.frame_times(35, SHORT + 1)
+
+
+def test_frame_times_of_a_folder_count_frames_at_its_rate(tmp_path, source_frames):
+    info = probe_video(str(write_frame_folder(tmp_path / "png", source_frames[:10], "png")), fps=12)
+    np.testing.assert_array_equal(info.frame_times(3, 8), np.arange(3, 8) / 12.0)
+    np.testing.assert_array_equal(info.frame_times(0, 10), np.arange(10) / 12.0)
 
 
 # ---- frame folders -----------------------------------------------------------------------------------------

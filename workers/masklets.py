@@ -22,20 +22,16 @@ A lone part file therefore lacks video_id; PART_SCHEMA is MASKLET_SCHEMA without
 
 from __future__ import annotations
 
-import os
 import re
 import string
 import urllib.parse
-import uuid
 import warnings
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from fsspec.implementations.local import LocalFileSystem
 from pycocotools import mask as mask_utils
 
 from model.errors import SamstreamError
@@ -247,21 +243,6 @@ def unescape_video_id(escaped: str) -> str:
     return urllib.parse.unquote(escaped, errors="strict")
 
 
-def part_relpath(video_id: str, stream: int, chunk: int) -> str:
-    for name, value in (("stream", stream), ("chunk", chunk)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise MaskletValueError(f"{name} must be a non-negative int, got {value!r}", value)
-    return f"masklets/video_id={escape_video_id(video_id)}/part-{int(stream):05d}-{int(chunk):06d}.parquet"
-
-
-def _check_relpath(relative_path: str) -> str:
-    parts = relative_path.split("/") if isinstance(relative_path, str) else [""]
-    if any(p in ("", ".", "..") or "\\" in p for p in parts):
-        raise OutputPathError(f"output path must be relative, without '.', '..' or empty segments: "
-                              f"{relative_path!r}", relative_path)
-    return relative_path
-
-
 def _parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
@@ -279,138 +260,3 @@ def _part_table(video_id: str, table: pa.Table) -> pa.Table:
     if any(v != video_id for v in others):
         raise MaskletSchemaError(f"table rows belong to videos {others}, not {video_id!r}", others)
     return table.drop_columns(["video_id"])
-
-
-def _atomic_local_write(path: str, data: bytes) -> None:
-    directory, name = os.path.split(path)
-    os.makedirs(directory, exist_ok=True)
-    # Hidden (readers skip '.' names) and not '*.parquet' (no glob matches it) while it is incomplete.
-    tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # the rename must not publish a file whose bytes are not on disk
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-# ---------------------------------------------------------------------------------------------- writer
-
-
-class MaskletWriter:
-    """Writes a run's outputs under one fsspec URL; every write is all-or-nothing."""
-
-    def __init__(self, out_url: str, storage_options: dict | None = None):
-        if not isinstance(out_url, str) or not out_url.strip():
-            raise OutputPathError(f"out_url must be a non-empty URL, got {out_url!r}", out_url)
-        self._fs, root = fsspec.core.url_to_fs(out_url, **(storage_options or {}))
-        self._root = root.rstrip("/")
-        self._local = isinstance(self._fs, LocalFileSystem)
-        # The protocol-stripped root re-prefixed: never carries storage options or URL credentials.
-        self.url = self._root if self._local else self._fs.unstrip_protocol(self._root)
-
-    def __repr__(self) -> str:
-        return f"MaskletWriter({self.url!r})"
-
-    @property
-    def filesystem(self) -> fsspec.AbstractFileSystem:
-        return self._fs
-
-    def _path(self, relative_path: str) -> str:
-        return f"{self._root}/{_check_relpath(relative_path)}"
-
-    def part_path(self, video_id: str, stream: int, chunk: int) -> str:
-        return f"{self.url}/{part_relpath(video_id, stream, chunk)}"
-
-    def _put(self, relative_path: str, data: bytes) -> None:
-        path = self._path(relative_path)
-        try:
-            if self._local:
-                _atomic_local_write(path, data)
-            else:
-                self._fs.pipe(path, data)  # one PUT: object stores only publish complete objects
-        except Exception as e:
-            raise MaskletWriteError(f"cannot write {self.url}/{relative_path}: {type(e).__name__}: {e}",
-                                    f"{self.url}/{relative_path}") from e
-
-    def write_part(self, video_id: str, stream: int, chunk: int, table: pa.Table) -> str:
-        """Write (or replace) the part of (video, stream, chunk); returns its URL."""
-        relative_path = part_relpath(video_id, stream, chunk)
-        self._put(relative_path, _parquet_bytes(_part_table(video_id, table)))
-        return f"{self.url}/{relative_path}"
-
-    def part_exists(self, video_id: str, stream: int, chunk: int, expected_rows: int | None = None,
-                    verify_data: bool = False) -> bool:
-        """True when the part is a readable masklet Parquet file (with `expected_rows` rows, if given).
-
-        Reads the footer only, unless `verify_data` (then every page is decoded too).
-        """
-        path = self._fresh(part_relpath(video_id, stream, chunk))
-        try:
-            with self._fs.open(path, "rb") as f:
-                parquet = pq.ParquetFile(f)
-                if not parquet.schema_arrow.equals(PART_SCHEMA, check_metadata=False):
-                    return False
-                if expected_rows is not None and parquet.metadata.num_rows != expected_rows:
-                    return False
-                if verify_data:
-                    parquet.read()
-            return True
-        except PermissionError:
-            raise  # a credentials problem is not a missing part; recomputing would only hide it
-        except (OSError, pa.ArrowException):
-            return False  # absent, truncated or corrupt: the chunk must run again
-
-    def list_parts(self, video_id: str) -> list[tuple[int, int]]:
-        """(stream, chunk) of every part of a video, e.g. to find parts a different chunk plan left."""
-        directory = self._fresh(part_relpath(video_id, 0, 0)).rsplit("/", 1)[0]
-        try:
-            names = [p.rsplit("/", 1)[-1] for p in self._fs.ls(directory, detail=False)]
-        except FileNotFoundError:
-            return []
-        found = (_PART_RE.match(n) for n in names)
-        return sorted((int(m.group(1)), int(m.group(2))) for m in found if m)
-
-    def write_table(self, relative_path: str, table: pa.Table) -> str:
-        """Any table (videos.parquet) with the same atomicity as parts; returns its URL."""
-        self._put(relative_path, _parquet_bytes(table))
-        return f"{self.url}/{relative_path}"
-
-    def write_bytes(self, relative_path: str, data: bytes) -> str:
-        self._put(relative_path, bytes(data))
-        return f"{self.url}/{relative_path}"
-
-    def read_bytes(self, relative_path: str) -> bytes:
-        return self._fs.cat_file(self._fresh(relative_path))
-
-    def exists(self, relative_path: str) -> bool:
-        return self._fs.exists(self._fresh(relative_path))
-
-    def _fresh(self, relative_path: str) -> str:
-        """The path, with the filesystem's cached listings of it dropped: other processes (the actors)
-        write here, and s3fs would otherwise answer from a listing taken before they did."""
-        self._fs.invalidate_cache()  # all of it: a path's entry alone would leave its children's listings
-        return self._path(relative_path)
-
-    def remove(self, relative_path: str) -> None:
-        """Delete a file or a whole folder (e.g. `_state` after a successful run); absent is fine."""
-        path = self._fresh(relative_path)
-        if self._fs.exists(path):
-            self._fs.rm(path, recursive=True)
-
-
-def read_masklets(out_url: str, storage_options: dict | None = None, video_id: str | None = None) -> pa.Table:
-    """All masklet rows of an output (or of one video) as a MASKLET_SCHEMA table; video_id always a string."""
-    fs, root = fsspec.core.url_to_fs(out_url, **(storage_options or {}))
-    fs.invalidate_cache()  # listings cached before the writers finished would hide their files
-    dataset = ds.dataset(f"{root.rstrip('/')}/masklets", filesystem=fs, format="parquet",
-                         partitioning=MASKLET_PARTITIONING, schema=MASKLET_SCHEMA)
-    where = None if video_id is None else ds.field("video_id") == video_id
-    return dataset.to_table(filter=where)

@@ -14,17 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model import StreamingTracker, TrackerState, load_model
+from model import StateError, StreamingTracker, TrackerState, load_model
 
 from .host_allocator import tune_host_allocator
-from .masklets import ChunkRows, MaskletWriter
+from .masklets import ChunkRows
+from .output import RunOutput
 from .tasks import ChunkReport, ChunkTask, ModelSpec
-from .video_source import VideoSource
-
-
-def snapshot_path(stream: int, chunk: int) -> str:
-    """Where the state after `chunk` of `stream` is kept (relative to the output)."""
-    return f"_state/{stream:05d}/after-{chunk:06d}.safetensors"
+from .video_source import VideoError, VideoSource
 
 
 @dataclass
@@ -37,6 +33,7 @@ class _Running:
     rows: ChunkRows
     report: ChunkReport
     prompts: dict[int, list]
+    times: np.ndarray | None = None  # seconds of frames [start, stop), from the video's timestamps
 
 
 @dataclass
@@ -61,6 +58,14 @@ def _to_host(t: torch.Tensor) -> torch.Tensor:
     return host.copy_(t, non_blocking=True)
 
 
+def _fail(report: ChunkReport, error: Exception) -> None:
+    """Record why a chunk failed, in one line; storage errors (OSError, a snapshot that cannot be read) are
+    worth retrying, bad input (an undecodable video, a prompt that does not fit) is not."""
+    report.ok = False
+    report.error = " ".join(f"{type(error).__name__}: {error}".split())
+    report.retryable = isinstance(error, (OSError, StateError)) and not isinstance(error, VideoError)
+
+
 AUTOCAST = {"auto": "auto", "fp32": None, "bf16": torch.bfloat16}  # ModelSpec.dtype -> StreamingTracker's
 
 
@@ -77,7 +82,7 @@ class StreamWorker:
                                         spec.memory_kv_cache)
         if spec.compile:
             self.tracker.compile()
-        self.writer = MaskletWriter(out_url, storage_options)
+        self.output = RunOutput(out_url, storage_options)
         self.storage_options = storage_options or {}
         self.states: dict[int, TrackerState] = {}  # fast path: the state after each stream's last chunk
         self.pending: list[_Pending] = []  # the last step's results, not yet encoded
@@ -99,8 +104,11 @@ class StreamWorker:
         self._encode_pending()
         for r in running:
             if r.report.ok:
-                self._finish(r)
-            else:  # a half-advanced state must not be reused
+                try:
+                    self._finish(r)
+                except Exception as e:  # storage: the driver retries the chunk from the last snapshot
+                    _fail(r.report, e)
+            if not r.report.ok:  # a half-advanced state must not be reused
                 self.states.pop(r.task.stream, None)
         return [r.report for r in running]
 
@@ -114,9 +122,10 @@ class StreamWorker:
             state = self._state_for(task)
             frames = iter(VideoSource(task.info, self.storage_options).frames(task.start, task.stop))
         except Exception as e:  # a video or snapshot that cannot be read fails this chunk, not the actor
-            report.ok, report.error = False, f"{type(e).__name__}: {e}"
+            _fail(report, e)
             return _Running(task, None, None, None, report, prompts)
-        return _Running(task, state, frames, ChunkRows(task.video_id), report, prompts)
+        times = task.info.frame_times(task.start, task.stop)  # the range is valid: frames() checked it
+        return _Running(task, state, frames, ChunkRows(task.video_id), report, prompts, times)
 
     def _state_for(self, task: ChunkTask) -> TrackerState:
         state = self.states.get(task.stream)
@@ -124,10 +133,10 @@ class StreamWorker:
             return state
         if task.chunk == 0:
             return self.tracker.new_stream(task.info.height, task.info.width)
-        data = self.writer.read_bytes(snapshot_path(task.stream, task.chunk - 1))  # another actor's work
+        data = self.output.read_snapshot(task.stream, task.chunk - 1)  # another actor's work
         state = TrackerState.from_bytes(data, self.tracker.device)
         if state.frame_index != task.start:
-            raise RuntimeError(f"snapshot of stream {task.stream} ends at frame {state.frame_index}, "
+            raise StateError(f"snapshot of stream {task.stream} ends at frame {state.frame_index}, "
                                f"chunk {task.chunk} starts at {task.start}")
         return state
 
@@ -138,7 +147,7 @@ class StreamWorker:
             try:
                 frames.append(next(r.frames))
             except Exception as e:
-                r.report.ok, r.report.error = False, f"{type(e).__name__}: {e}"
+                _fail(r.report, e)
                 active.remove(r)
         t1 = time.perf_counter()
         prompts = [r.prompts.get(r.task.start + offset, ()) for r in active]
@@ -172,7 +181,7 @@ class StreamWorker:
             if p.copied is not None:
                 p.copied.synchronize()
             r = p.running
-            r.rows.add(p.frame, p.frame / r.task.info.fps, p.object_ids, p.masks.numpy(), p.ious.numpy(),
+            r.rows.add(p.frame, float(r.times[p.frame - r.task.start]), p.object_ids, p.masks.numpy(), p.ious.numpy(),
                        p.object_scores.numpy(), p.is_prompt)
             r.report.frames += 1
             r.report.seconds["encode"] = r.report.seconds.get("encode", 0.0) + time.perf_counter() - t0
@@ -182,15 +191,16 @@ class StreamWorker:
         try:
             return self.tracker.step(r.state, frame, prompts)
         except Exception as e:
-            r.report.ok, r.report.error = False, f"{type(e).__name__}: {e}"
+            _fail(r.report, e)
             return None
 
     def _finish(self, r: _Running) -> None:
         t0 = time.perf_counter()
         table = r.rows.to_table()
-        self.writer.write_part(r.task.video_id, r.task.stream, r.task.chunk, table)
+        self.output.write_part(r.task.video_id, r.task.stream, r.task.chunk, table)
         t1 = time.perf_counter()
-        self.writer.write_bytes(snapshot_path(r.task.stream, r.task.chunk), r.state.to_bytes())
+        self.output.write_snapshot(r.task.stream, r.task.chunk, r.state.to_bytes())
+        self.output.prune_snapshots(r.task.stream, keep=r.task.chunk)  # the new one is durable: drop the rest
         self.states[r.task.stream] = r.state
         r.report.rows, r.report.objects = table.num_rows, len(r.state.object_ids)
         r.report.seconds["write"] = t1 - t0

@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .masklets import ChunkRows, MaskletWriter, encode_masks
+from .masklets import ChunkRows, encode_masks
+from .output import RunOutput
 from .synthetic_render import FLAT_COLORS, OCCLUDER, SyntheticVideo, reappearances, render_video
 from .synthetic_scene import Event, SyntheticConfig, SyntheticError
 from .video_writer import write_mp4
@@ -178,7 +179,7 @@ def write_corpus(out_dir, split: str, count: int, config: SyntheticConfig | None
     out = Path(out_dir).resolve()
     (out / "videos").mkdir(parents=True, exist_ok=True)
     (out / "truth").mkdir(exist_ok=True)
-    writer = MaskletWriter(str(out / "truth"))
+    writer = RunOutput(str(out / "truth"))
     manifest, records = [], []
     for index in range(start, start + count):
         video = render_video(split_seed(split, index), cfg)

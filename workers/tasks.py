@@ -37,7 +37,8 @@ class ChunkReport:
     stream: int
     chunk: int
     ok: bool
-    error: str | None = None  # why the chunk failed (names the cause; the video is then recorded failed)
+    error: str | None = None  # why the chunk failed, one line naming the cause
+    retryable: bool = False  # a storage failure: worth running again from the last snapshot
     frames: int = 0
     rows: int = 0
     objects: int = 0

@@ -14,7 +14,7 @@ than can be read was cut; the last GOP is decoded as a check. Anything left, suc
 file, surfaces at read time as a VideoError at the frame where decoding broke. Frames before it are right.
 
 Decoding runs ahead on a thread (`prefetch` frames, bounded). Credentials never reach a message: URLs lose
-their user:password@ and ?query, storage option values are replaced by *** (see `_safe_url`, `_scrub`).
+their user:password@ and ?query, storage option values are replaced by *** (see `_safe_url`, `redact`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from PIL import Image
 
 from model.errors import SamstreamError
 
+from .storage_options import redact
 from .video_decode import DecodeError, decode_frames, describe, index_container
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -78,6 +79,18 @@ class VideoInfo:
         """int64 (num_frames,) presentation timestamps in frame order (empty: the stream has none)."""
         return _unpack(self.packed_pts).cumsum()
 
+    def frame_times(self, start: int, stop: int) -> np.ndarray:
+        """float64 (stop - start,) seconds of frames [start, stop): pts x time_base where the container has
+        timestamps (variable frame rate video has no single fps), k / fps for frame folders and streams
+        without timestamps."""
+        if not 0 <= start <= stop <= self.num_frames:
+            raise ValueError(f"frame range [{start}, {stop}) is outside [0, {self.num_frames}) of "
+                             f"{_safe_url(self.url)}")
+        if not self.packed_pts or self.time_base is None:
+            return np.arange(start, stop, dtype=np.float64) / self.fps
+        tb = self.time_base
+        return self.pts()[start:stop].astype(np.float64) * tb.numerator / tb.denominator
+
     def keyframes(self) -> np.ndarray:
         """int64 (K,) sorted frame indices of the keyframes."""
         return _unpack(self.packed_keyframes)
@@ -97,9 +110,9 @@ def probe_video(url: str, storage_options: dict | None = None, *, fps: float | N
             return _probe_folder(fs, path, url, fps or FOLDER_FPS)
         info = _probe_container(fs, path, url)
     except (VideoError, DecodeError) as e:
-        raise VideoError(url, _scrub(e.cause, so), e.frame) from e
+        raise VideoError(url, redact(e.cause, so), e.frame) from e
     except Exception as e:  # I/O errors (permissions, network) and anything else PyAV or fsspec raise
-        raise VideoError(url, _scrub(describe(e), so)) from e
+        raise VideoError(url, redact(describe(e), so)) from e
     return info if fps is None else replace(info, fps=float(fps))
 
 
@@ -207,7 +220,7 @@ def _scrubbed(frames: Iterator[np.ndarray], so: dict) -> Iterator[np.ndarray]:
     try:
         yield from frames
     except VideoError as e:
-        raise VideoError(e.url, _scrub(e.cause, so), e.frame) from e.__cause__
+        raise VideoError(e.url, redact(e.cause, so), e.frame) from e.__cause__
     finally:
         frames.close()
 
@@ -337,20 +350,3 @@ def _safe_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path}"
 
 
-_SECRET_KEYS = re.compile(r"key|secret|token|password|passwd|credential|auth|session", re.I)
-
-
-def _scrub(text: str, storage_options: dict) -> str:
-    """`text` with secrets from `storage_options` replaced by ***: values under secret-like keys, and any
-    string value long enough that replacing it cannot garble a message."""
-    def values(obj, secret=False):
-        if isinstance(obj, str):
-            return [obj] if obj and (secret or len(obj) >= 8) else []
-        if isinstance(obj, dict):
-            return [s for k, v in obj.items() for s in values(v, secret or bool(_SECRET_KEYS.search(str(k))))]
-        if isinstance(obj, (list, tuple)):
-            return [s for v in obj for s in values(v, secret)]
-        return []
-    for secret in sorted(set(values(storage_options)), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text

@@ -1,6 +1,7 @@
 """Storage options (endpoints, credentials): parsed from the command line, and kept out of every message."""
 
 import json
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,19 +21,26 @@ def parse_storage_options(text: str | None) -> dict:
     return value
 
 
+_SECRET_KEYS = re.compile(r"key|secret|token|password|passwd|credential|auth|session", re.I)
+
+
 def redact(text: str, storage_options: dict) -> str:
-    """`text` with every string value of `storage_options` (nested dicts and lists too) replaced by ***."""
-    secrets = sorted(set(_string_values(storage_options)), key=len, reverse=True)  # longest first
-    for secret in secrets:
+    """`text` with secrets from `storage_options` replaced by ***: every string value under a secret-like key
+    (nested dicts and lists too), and any other string value of 4 characters or more (shorter ones, like a
+    "s3" or a "1", would garble a message and hide nothing). The one redaction function of the project."""
+    for secret in sorted(set(_secret_values(storage_options)), key=len, reverse=True):  # longest first
         text = text.replace(secret, "***")
     return text
 
 
-def _string_values(value: Any) -> list[str]:
+def _secret_values(value: Any, secret: bool = False) -> list[str]:
     if isinstance(value, str):
-        return [value] if value else []  # replacing "" would put *** between every character
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple, set)) else ()
-    return [s for v in items for s in _string_values(v)]
+        return [value] if value and (secret or len(value) >= 4) else []
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in _secret_values(v, secret or bool(_SECRET_KEYS.search(str(k))))]
+    if isinstance(value, (list, tuple, set)):
+        return [s for v in value for s in _secret_values(v, secret)]
+    return []
 
 
 def safe_url(url: str) -> str:

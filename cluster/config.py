@@ -1,0 +1,32 @@
+"""What a segment run is asked to do, typed: built from the command line in jobs/, read everywhere else."""
+
+from dataclasses import asdict, dataclass
+
+from workers.tasks import ModelSpec
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out: str  # output directory, any fsspec URL
+    model: ModelSpec  # preset, weights, memory policy, dtype
+    chunk_frames: int = 64  # frames per chunk: the unit of work, of part files and of snapshots
+    actors: int | None = None  # None: one per GPU, else one per threads_per_actor CPUs
+    streams_per_actor: int | None = None  # None: 4 with GPUs, 1 on CPU
+    threads_per_actor: int = 1  # torch threads of each actor (fixed, so results do not depend on the pool)
+    max_retries: int = 3  # failed attempts of one chunk (storage errors, dead actors) before its video fails
+    retry_backoff_s: float = 1.0  # wait before retry n: backoff * 2**(n-1), capped at 30 s
+    claim_timeout_s: float = 60.0  # a claim without a heartbeat for this long belongs to a dead driver
+    address: str | None = None  # Ray address; None: RAY_ADDRESS, else a local Ray
+    num_cpus: int | None = None  # CPUs of a local Ray started by the run
+    num_gpus: int | None = None  # GPUs of a local Ray (may be logical)
+    progress: bool = True  # tqdm progress bar
+    storage_options: dict | None = None  # fsspec options (endpoint, credentials); never written or printed
+
+    def public(self) -> dict:
+        """The config as recorded in _run.json: without storage options."""
+        d = asdict(self)
+        d.pop("storage_options")
+        return d
+
+    def backoff(self, attempt: int) -> float:
+        return min(self.retry_backoff_s * 2 ** max(attempt - 1, 0), 30.0)
