@@ -151,6 +151,10 @@ class Scheduler:
             self._record(stream, report)
             if stream.done and slot.actor is not None:
                 slot.actor.forget.remote(stream.plan.stream)
+        # Streams that failed together retry together: stepped in the same batch as before, they round alike.
+        retrying = [s for s in slot.running if not s.done and s.retry_at > time.monotonic()]
+        for s in retrying:
+            s.retry_at = max(r.retry_at for r in retrying)
 
     def _record(self, stream: StreamProgress, report: ChunkReport) -> None:
         if report.ok:

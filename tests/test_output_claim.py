@@ -18,6 +18,7 @@ import fsspec.implementations.local
 import pytest
 
 from model.errors import SamstreamError
+from workers import output_claim
 from workers.output_claim import ClaimLostError, ClaimStoreError, OutputClaim, OutputClaimedError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,8 +197,10 @@ def _poll_until_claimed(fs, root, url, run_id, timeout, last_beat):
     raise AssertionError("never taken over")
 
 
-def test_killed_driver_is_taken_over_after_the_timeout_and_not_before(out):
+def test_killed_driver_is_taken_over_after_the_timeout_and_not_before(out, monkeypatch):
     fs, root, url = out
+    # As if the driver ran on another machine: its process cannot be looked up, only its heartbeats.
+    monkeypatch.setattr(output_claim, "_driver_gone", lambda claim: False)
     timeout = 3.0  # a lease this short needs beats to land within it: on a loaded CI box 2 s was too short
     child = Child(url, "victim", timeout=timeout, interval=0.25)
     try:
@@ -291,3 +294,22 @@ def test_own_claim_put_retried_after_a_lost_reply_still_wins(s3_server):
         with pytest.raises(OutputClaimedError, match="by run r2 "):
             with OutputClaim.acquire(fs, root, f"s3://{root}", "r2", timeout_s=30):
                 OutputClaim.acquire(fs, root, f"s3://{root}", "r3", timeout_s=30)
+
+
+def test_a_killed_driver_on_this_host_is_taken_over_at_once(out):
+    """Its process is gone from this host's PID namespace: no need to wait for a 60 s timeout."""
+    fs, root, url = out
+    child = Child(url, "victim", timeout=60.0, interval=1.0)
+    try:
+        assert child.recv() == {"ready": True}
+        child.send("go")
+        assert child.recv() == {"won": 0}
+        with pytest.raises(OutputClaimedError):  # alive: refused
+            _acquire(fs, root, url, "early", timeout_s=60.0)
+        child.proc.send_signal(signal.SIGKILL)
+        child.proc.wait(30)
+        claim = _acquire(fs, root, url, "taker", timeout_s=60.0)
+        assert claim.generation == 1 and claim.took_over == "victim"
+        claim.release()
+    finally:
+        child.close()

@@ -99,6 +99,28 @@ def _read(fs: Any, path: str) -> dict | None:
         return None
 
 
+def _pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:  # not Linux: one PID space per host
+        return None
+
+
+def _driver_gone(claim: dict) -> bool:
+    """True when the claim's driver ran on this host, in this PID namespace, and its process has exited (a
+    killed driver rerun on the same machine need not wait for the timeout). Containers that share a hostname
+    but not a PID namespace never match, so a live driver elsewhere is never taken for a dead one."""
+    if claim.get("host") != socket.gethostname() or claim.get("pid_ns") != _pid_namespace():
+        return False
+    try:
+        os.kill(int(claim["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, KeyError, TypeError, ValueError):  # alive but not ours, or no pid recorded
+        return False
+    return False
+
+
 class OutputClaim:
     """The claim of one output by one run; see the module docstring."""
 
@@ -122,7 +144,8 @@ class OutputClaim:
             os.makedirs(self.dir, exist_ok=True)
         for _ in range(50):
             n, stale = self._decide()
-            body = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
+            body = {"run_id": run_id, "host": socket.gethostname(), "pid_ns": _pid_namespace(), "pid": os.getpid(),
+                    "started": time.time(),
                     "timeout_s": timeout_s, "generation": n, "info": info or {}, "token": uuid.uuid4().hex}
             if not self._create(n, body):
                 continue  # another driver's claim n exists: decide again
@@ -170,7 +193,7 @@ class OutputClaim:
         claim = _read(self.fs, self._path(n, "json")) or {}
         beat = _read(self.fs, self._path(n, "heartbeat")) or {}
         age = time.time() - max(float(claim.get("started", 0)), float(beat.get("time", 0)))
-        if age > max(self.timeout_s, float(claim.get("timeout_s", 0))):
+        if age > max(self.timeout_s, float(claim.get("timeout_s", 0))) or _driver_gone(claim):
             return n + 1, claim.get("run_id", "?")
         raise OutputClaimedError(self.url, claim.get("run_id", "?"), claim.get("host", "?"),
                                  int(claim.get("pid", -1)), max(age, 0.0))
@@ -216,4 +239,7 @@ class OutputClaim:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.release()
+        try:
+            self.release()
+        except Exception as e:  # storage down at the very end: the claim then lapses after its timeout
+            self.last_error = e
