@@ -1,5 +1,6 @@
 """Connecting to Ray: the cluster named by --address / RAY_ADDRESS (as under `ray job submit`), or a local one."""
 
+import logging
 import os
 from contextlib import contextmanager
 
@@ -10,9 +11,10 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
     """Join (or start) a Ray cluster; returns its total resources."""
     if not ray.is_initialized():
         if address or os.environ.get("RAY_ADDRESS"):
-            ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=False)
+            ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=False, logging_level=logging.WARNING)
         else:  # a private local cluster; num_gpus may be logical (tests on CPU machines)
-            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)  # the job's own summary is what a user reads
     return ray.cluster_resources()
 
 

@@ -117,8 +117,11 @@ def _plan(entries, config: RunConfig, output: RunOutput) -> tuple[list[StreamPro
             streams.append(StreamProgress(p, len(p.chunks)))
             continue
         missing = missing_chunks(p, output)
-        start = restart_chunk(p, output, missing[0]) if missing else len(p.chunks)
-        streams.append(StreamProgress(p, start, skipped=start))
+        if not missing:
+            streams.append(StreamProgress(p, len(p.chunks), skipped=len(p.chunks)))
+            continue
+        start, stop = restart_chunk(p, output, missing[0]), missing[-1] + 1  # complete parts between: rewritten
+        streams.append(StreamProgress(p, start, stop=stop, skipped=start + len(p.chunks) - stop))
     return streams, failures, notes
 
 
@@ -178,6 +181,7 @@ def _verify(streams: list[StreamProgress], output: RunOutput, give_up: bool) -> 
 def _schedule(todo: list[StreamProgress], config: RunConfig) -> int:
     frames = sum(s.plan.chunks[s.stop - 1][1] - s.plan.chunks[s.next_chunk][0] for s in todo)
     with ray_session(config.address, config.num_cpus, config.num_gpus) as resources:
+        _trap_sigterm()
         n, request = actor_resources(resources, config.actors, config.threads_per_actor)
         per_actor = config.streams_per_actor or (4 if resources.get("GPU") else 1)
         n = min(n, len(todo))
@@ -195,12 +199,20 @@ def _raise_terminated(signum, frame):
     raise _Terminated()
 
 
+def _trap_sigterm() -> None:
+    """SIGTERM -> _Terminated in the main thread. Called again once Ray is connected: ray.init installs a
+    handler of its own that aborts the process."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 @contextmanager
 def _interrupts_reported(streams: list[StreamProgress], url: str):
     """SIGINT / SIGTERM during the computation -> RunInterrupted with what is written. Signal handlers can
     only be set from the main thread; elsewhere (a run inside a test's thread) SIGTERM keeps its default."""
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
+    previous = signal.getsignal(signal.SIGTERM)
+    _trap_sigterm()
     try:
         yield
     except (KeyboardInterrupt, _Terminated) as e:
@@ -208,7 +220,7 @@ def _interrupts_reported(streams: list[StreamProgress], url: str):
         done = sum(s.skipped + s.computed for s in streams)
         raise RunInterrupted(name, done, sum(len(s.plan.chunks) for s in streams), url) from None
     finally:
-        if main:
+        if main and previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
 

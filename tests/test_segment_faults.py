@@ -17,13 +17,19 @@ import pytest
 import s3fs
 
 from model import embedded_checkpoint
-from tests.corpus import REPO, make_corpus, run, sorted_table
+from tests.corpus import REPO, make_corpus, sorted_table
+from tests.corpus import run as run_any
 from tests.fault_proxy import FaultProxy, FaultRule
+
+
+def run(manifest, out: str, **kw):
+    """An in-process run, streams stepped alone: bit-identical whatever the schedule (README, Determinism)."""
+    return run_any(manifest, out, streams_per_actor=1, **kw)
 
 
 def job(manifest, out, address: str, *extra: str, wait: bool = True, timeout: float = 600):
     cmd = [sys.executable, "-m", "jobs.segment", "--manifest", str(manifest), "--out", str(out), "--no-progress",
-           "--address", address, "--retry-backoff", "0.2", *extra]
+           "--address", address, "--retry-backoff", "0.2", "--streams-per-actor", "1", *extra]
     if not wait:
         return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
