@@ -7,6 +7,7 @@ frames with PyAV (libx264 with B-frames and a short GOP by default; also libvpx-
 mp4/mkv/webm/mov), `write_frame_folder` writes numbered JPEG/PNG files.
 """
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -136,3 +137,19 @@ def truncate_file(path, fraction: float) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[:int(len(data) * fraction)])
     return path
+
+
+def write_variable_rate_video(path, frames: np.ndarray, pts_ms: np.ndarray) -> str:
+    """h264 mp4 whose frame k is shown at pts_ms[k] milliseconds (B-frames, GOP 8)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt, stream.time_base = "yuv420p", Fraction(1, 1000)
+        stream.codec_context.time_base = Fraction(1, 1000)
+        stream.options = {"x264-params": "keyint=8:min-keyint=8:scenecut=0:bframes=2"}
+        for frame, pts in zip(frames, pts_ms):
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts, vf.time_base = int(pts), Fraction(1, 1000)
+            container.mux(stream.encode(vf))
+        container.mux(stream.encode())
+    return str(path)

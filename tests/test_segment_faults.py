@@ -80,7 +80,7 @@ def test_flaky_object_store_gives_the_undisturbed_output(tmp_path, corpus, s3_se
 def test_a_put_that_always_fails_fails_its_video_alone(tmp_path, corpus, ray_cluster, s3_server):
     manifest, calm = corpus
     s3fs.S3FileSystem(skip_instance_cache=True).mkdir("denied")
-    rule = FaultRule(method="PUT", path_regex=r"video_id=v1/part-", status=500)
+    rule = FaultRule(method="PUT", path_regex=r"video_id(=|%3D)v1/part-", status=500)
     with FaultProxy(s3_server, rules=[rule], max_seconds=500) as proxy:
         options = json.dumps({"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": proxy.url},
                               "config_kwargs": {"retries": {"max_attempts": 2}}})

@@ -221,3 +221,31 @@ def test_resuming_with_another_chunk_size_is_refused(tmp_path, ray_cluster):
     assert subprocess.run(cmd + ["--chunk-frames", "4"], cwd=REPO, capture_output=True, timeout=300).returncode == 0
     again = subprocess.run(cmd + ["--chunk-frames", "5"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 1 and "started with --chunk-frames 4, not 5" in again.stderr, again.stderr
+
+
+def test_times_are_presentation_times_and_prompts_are_checked_once(tmp_path, ray_cluster):
+    """A variable-frame-rate video gets its pts as time_s (also in chunks read after a seek); a video without
+    prompts is ok with 0 objects and no model run; a box reaching past the frame is clipped and noted; one
+    entirely outside fails its video."""
+    from tests.encoded_videos import write_variable_rate_video
+
+    gaps = np.resize([40, 40, 33, 100, 40, 250, 20, 1000, 67, 40], 19)  # ms, irregular, with a pause
+    pts_ms = np.concatenate([[0], np.cumsum(gaps)])
+    vfr = write_variable_rate_video(tmp_path / "vfr.mp4", moving_shapes(20, H, W, seed=4), pts_ms)
+    rows = [{"url": vfr, "video_id": "vfr", "prompts": prompts_json(0)},
+            {"url": vfr, "video_id": "unprompted", "prompts": []},
+            {"url": vfr, "video_id": "clipped", "prompts": [{"object_id": 1, "box": [-10, 20, 40, H + 30]}]},
+            {"url": vfr, "video_id": "outside", "prompts": [{"object_id": 1, "box": [W + 1, 1, W + 9, 9]}]}]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = run(manifest, str(tmp_path / "out"), chunk_frames=6)
+    table = sorted_table(str(tmp_path / "out"))
+    vfr_rows = table[table.video_id == "vfr"]
+    np.testing.assert_allclose(vfr_rows.groupby("frame_index").time_s.first().to_numpy(), pts_ms / 1000, atol=1e-9)
+    videos = ds.dataset(str(tmp_path / "out" / "videos.parquet")).to_table().to_pandas().set_index("video_id")
+    assert videos.status["unprompted"] == "ok" and videos.objects["unprompted"] == 0
+    assert "no prompts" in videos.note["unprompted"] and "unprompted" not in set(table.video_id)
+    assert videos.status["clipped"] == "ok" and "clipped to [0, 20, 40, 72]" in videos.note["clipped"]
+    assert len(table[table.video_id == "clipped"]) == 20
+    assert videos.status["outside"] == "failed" and "outside" in videos.error["outside"]
+    assert summary.videos_failed == 1 and summary.notes.keys() == {"unprompted", "clipped"}

@@ -11,14 +11,12 @@ import shutil
 import threading
 import time
 from dataclasses import replace
-from fractions import Fraction
 
-import av
 import numpy as np
 import pytest
 
-from tests.encoded_videos import (frame_index, indexed_frames, truncate_file, write_frame_folder, write_video,
-                                  write_video_without_frames)
+from tests.encoded_videos import (frame_index, indexed_frames, truncate_file, write_frame_folder,
+                                  write_variable_rate_video, write_video, write_video_without_frames)
 from workers.video_source import FrameIterator, VideoError, VideoSource, _pack, probe_video
 
 LONG = 150  # frames of the longer h264 clip
@@ -139,22 +137,6 @@ def test_info_is_small_and_picklable(videos):
     big = replace(info, num_frames=len(hour), packed_pts=_pack(np.diff(hour, prepend=0)),
                   packed_keyframes=_pack(np.arange(0, len(hour), 12)))
     assert len(pickle.dumps(big)) < 20_000 and np.array_equal(big.pts(), hour)
-
-
-def write_variable_rate_video(path, frames: np.ndarray, pts_ms: np.ndarray) -> str:
-    """h264 mp4 whose frame k is shown at pts_ms[k] milliseconds (B-frames, GOP 8)."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt, stream.time_base = "yuv420p", Fraction(1, 1000)
-        stream.codec_context.time_base = Fraction(1, 1000)
-        stream.options = {"x264-params": "keyint=8:min-keyint=8:scenecut=0:bframes=2"}
-        for frame, pts in zip(frames, pts_ms):
-            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            vf.pts, vf.time_base = int(pts), Fraction(1, 1000)
-            container.mux(stream.encode(vf))
-        container.mux(stream.encode())
-    return str(path)
 
 
 def test_frame_times_follow_the_timestamps_of_variable_rate_video(tmp_path, source_frames):
