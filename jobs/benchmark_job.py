@@ -102,7 +102,7 @@ def _job_rows(bench, manifest: Path, urls: list[str], actors: int, per_actor: in
             raise RuntimeError(f"segment job with {actors} actors failed: {summary.errors}")
         summaries.append(summary)
         alone.append(_alone(bench, urls, actors, per_actor, rep))
-    summary = sorted(summaries, key=lambda s: s["frames_per_s"])[len(summaries) // 2]
+    summary = sorted(summaries, key=lambda s: s.frames_per_s)[len(summaries) // 2]
     bench.rows.append(_job_row(summary, actors, len(urls), cfg.frames))
     fps = statistics.median(a[0] for a in alone)
     kind = "cuda_max_allocated" if cfg.device == "cuda" else "rss_peak"
@@ -112,7 +112,7 @@ def _job_rows(bench, manifest: Path, urls: list[str], actors: int, per_actor: in
                           note="frames pre-decoded in each process; ms_model: process seconds per frame"))
 
 
-def _job_row(summary: dict, actors: int, videos: int, frames: int) -> Row:
+def _job_row(summary, actors: int, videos: int, frames: int) -> Row:
     s, total = summary.stage_seconds, summary.frames
 
     def ms(*keys: str) -> float:

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     masks = out / "masks"
     job = ["--manifest", str(manifest), "--out", str(masks), "--preset", args.preset, "--actors", str(args.actors)]
     code = segment.main(job + (["--checkpoint", args.checkpoint] if args.checkpoint else []))
-    if code == 1:
+    if code not in (0, 2):  # bad arguments, or interrupted: nothing to score
         return code
     opts = Options(exclude_prompts=True)  # DAVIS: the prompted frame is not scored
     for name, gt in truth.items():

@@ -44,9 +44,20 @@ def _secret_values(value: Any, secret: bool = False) -> list[str]:
 
 
 def safe_url(url: str) -> str:
-    """The manifest URL as shown in messages: without user:password@ or a ?query (a signed URL's token)."""
+    """A URL as shown in messages: without user:password@ or a ?query (a signed URL's token)."""
     if "://" not in url:
         return url
     parts = urlsplit(url)
     netloc = parts.netloc.rsplit("@", 1)[-1]
     return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def strip_url_secrets(text: str, url: str) -> str:
+    """`text` without the user:password and query of `url` (libraries quote URL parts in their errors)."""
+    if "://" not in url:
+        return text
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
+    for secret in sorted({userinfo, parts.password or "", parts.query}, key=len, reverse=True):
+        text = text.replace(secret, "***") if secret else text
+    return text

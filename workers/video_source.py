@@ -14,7 +14,7 @@ than can be read was cut; the last GOP is decoded as a check. Anything left, suc
 file, surfaces at read time as a VideoError at the frame where decoding broke. Frames before it are right.
 
 Decoding runs ahead on a thread (`prefetch` frames, bounded). Credentials never reach a message: URLs lose
-their user:password@ and ?query, storage option values are replaced by *** (see `_safe_url`, `redact`).
+their user:password@ and ?query, storage option values are replaced by *** (see `safe_url`, `redact`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import zlib
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Iterator
-from urllib.parse import urlsplit
 
 import fsspec
 import numpy as np
@@ -36,7 +35,7 @@ from PIL import Image
 
 from model.errors import SamstreamError
 
-from .storage_options import redact
+from .storage_options import redact, safe_url, strip_url_secrets
 from .video_decode import DecodeError, decode_frames, describe, index_container
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -48,7 +47,7 @@ class VideoError(SamstreamError):
     """A video that cannot be read: `url` (credentials removed), `frame` (None when not known), `cause`."""
 
     def __init__(self, url: str, cause: str, frame: int | None = None):
-        self.url, self.cause, self.frame = _safe_url(url), _strip_url_secrets(cause, url), frame
+        self.url, self.cause, self.frame = safe_url(url), strip_url_secrets(cause, url), frame
         where = f" at frame {frame}" if frame is not None else ""
         super().__init__(f"video {self.url}{where}: {self.cause}")
 
@@ -85,7 +84,7 @@ class VideoInfo:
         without timestamps."""
         if not 0 <= start <= stop <= self.num_frames:
             raise ValueError(f"frame range [{start}, {stop}) is outside [0, {self.num_frames}) of "
-                             f"{_safe_url(self.url)}")
+                             f"{safe_url(self.url)}")
         if not self.packed_pts or self.time_base is None:
             return np.arange(start, stop, dtype=np.float64) / self.fps
         tb = self.time_base
@@ -129,12 +128,12 @@ class VideoSource:
     def frames(self, start: int, stop: int) -> FrameIterator:
         """uint8 (H, W, 3) RGB frames start..stop-1 at native size, exactly as in the whole video."""
         if self._closed:
-            raise ValueError(f"VideoSource of {_safe_url(self.info.url)} is closed")
+            raise ValueError(f"VideoSource of {safe_url(self.info.url)} is closed")
         n = self.info.num_frames
         if not (isinstance(start, (int, np.integer)) and isinstance(stop, (int, np.integer))):
             raise ValueError(f"frame range must be integers, got start={start!r}, stop={stop!r}")
         if not 0 <= start <= stop <= n:
-            raise ValueError(f"frame range [{start}, {stop}) is outside [0, {n}) of {_safe_url(self.info.url)}")
+            raise ValueError(f"frame range [{start}, {stop}) is outside [0, {n}) of {safe_url(self.info.url)}")
         it = FrameIterator(self._producer(int(start), int(stop)), self.info.url, int(start), self.prefetch)
         self._live.add(it)
         return it
@@ -329,24 +328,5 @@ def _pack(values) -> bytes:
 
 def _unpack(data: bytes) -> np.ndarray:
     return np.frombuffer(zlib.decompress(data), dtype="<i8") if data else np.zeros(0, np.int64)
-
-
-def _strip_url_secrets(text: str, url: str) -> str:
-    """`text` without the user:password and query of `url` (libraries quote URL parts in their errors)."""
-    if "://" not in url:
-        return text
-    parts = urlsplit(url)
-    userinfo = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
-    for secret in sorted({userinfo, parts.password or "", parts.query}, key=len, reverse=True):
-        text = text.replace(secret, "***") if secret else text
-    return text
-
-
-def _safe_url(url: str) -> str:
-    """The URL as shown in messages: without user:password@ or a ?query (a signed URL's token)."""
-    if "://" not in url:
-        return url
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path}"
 
 
