@@ -122,6 +122,10 @@ def main(argv=None) -> int:
     except RunInterrupted as e:
         print(f"samstream segment: {redact(str(e), storage_options)}", file=sys.stderr)
         return EXIT_INTERRUPTED[e.signal_name]
+    except KeyboardInterrupt:  # before any chunk ran (reading the manifest, probing the videos)
+        print("samstream segment: interrupted by SIGINT before any chunk ran; run the same command again",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED["SIGINT"]
     except Exception as e:  # one line, no traceback (unless --debug): bad input, a claimed output, storage
         if args.debug:
             traceback.print_exc()
