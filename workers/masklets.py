@@ -22,7 +22,6 @@ A lone part file therefore lacks video_id; PART_SCHEMA is MASKLET_SCHEMA without
 
 from __future__ import annotations
 
-import re
 import string
 import urllib.parse
 import warnings
@@ -48,7 +47,6 @@ MASKLET_PARTITIONING = ds.partitioning(pa.schema([("video_id", pa.string())]), f
 _SAFE = frozenset((string.ascii_letters + string.digits + "._-").encode())
 _HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 _MAX_NAME_BYTES = 255  # one path component on ext4, xfs, APFS; S3 keys allow more but local runs do not
-_PART_RE = re.compile(r"^part-(\d{5,})-(\d{6,})\.parquet$")
 _INT32 = np.iinfo(np.int32)
 
 # pycocotools' decode trips numpy 2's __array__(copy=) deprecation on every call; silence only that one.

@@ -26,11 +26,12 @@ import pyarrow.parquet as pq
 
 from .masklets import (MASKLET_PARTITIONING, MASKLET_SCHEMA, PART_SCHEMA, MaskletValueError, _parquet_bytes,
                        _part_table, escape_video_id)
-from .output_claim import OutputClaim
+from .output_claim import CLAIM_DIR, OutputClaim
 from .store import Store
 
-MASKLETS, VIDEOS, PLAN, STATE, CLAIM, RUN, SUCCESS = (
-    "masklets", "videos.parquet", "_plan.json", "_state", "_claim", "_run.json", "_SUCCESS")
+MASKLETS, VIDEOS, PLAN, STATE, RUN, SUCCESS = (
+    "masklets", "videos.parquet", "_plan.json", "_state", "_run.json", "_SUCCESS")
+CLAIM = CLAIM_DIR  # written and read by OutputClaim
 RUN_MARKERS = (MASKLETS, VIDEOS, RUN, PLAN, SUCCESS)  # any of these makes a folder a run's output
 _PART_RE = re.compile(r"^part-(\d{5,})-(\d{6,})\.parquet$")
 _SNAPSHOT_RE = re.compile(r"^after-(\d{6,})\.safetensors$")

@@ -38,6 +38,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from model.errors import SamstreamError
 
+CLAIM_DIR = "_claim"  # under the output root; workers/output.py lists it in the layout
 _NAME = re.compile(r"^(\d{8})\.(json|heartbeat|released)$")
 
 
@@ -49,9 +50,6 @@ class OutputClaimedError(SamstreamError):
         super().__init__(f"output {url} is being written by run {other_run_id} (host {host}, pid {pid}, "
                          f"heartbeat {age_s:.1f} s ago); wait for it to finish, or use another --out")
 
-    def __reduce__(self):
-        return type(self), (self.url, self.other_run_id, self.host, self.pid, self.age_s)
-
 
 class ClaimLostError(SamstreamError):
     """This run's claim was taken over: its heartbeats stopped reaching storage for the timeout."""
@@ -60,9 +58,6 @@ class ClaimLostError(SamstreamError):
         self.url, self.run_id, self.by_run_id = url, run_id, by_run_id
         super().__init__(f"output {url} was taken over by run {by_run_id} while run {run_id} was writing it "
                          f"(its heartbeats stopped reaching storage); run {run_id} must not write more")
-
-    def __reduce__(self):
-        return type(self), (self.url, self.run_id, self.by_run_id)
 
 
 class ClaimStoreError(SamstreamError):
@@ -125,7 +120,7 @@ class OutputClaim:
     """The claim of one output by one run; see the module docstring."""
 
     def __init__(self, fs: Any, root: str, url: str, run_id: str, timeout_s: float, interval_s: float):
-        self.fs, self.dir, self.url, self.run_id = fs, root.rstrip("/") + "/_claim", url, run_id
+        self.fs, self.dir, self.url, self.run_id = fs, f"{root.rstrip('/')}/{CLAIM_DIR}", url, run_id
         self.timeout_s, self.interval_s = timeout_s, interval_s
         self.generation, self.took_over, self.lost_to = -1, None, None
         self.last_error: Exception | None = None  # the heartbeat thread's last failure, if any
