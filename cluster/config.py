@@ -6,6 +6,22 @@ from workers.tasks import ModelSpec
 
 
 @dataclass(frozen=True)
+class PseudoLabelConfig:
+    """What pseudo-labelling adds to a run (discovery itself is configured in ModelSpec.discovery)."""
+
+    segment_frames: int = 600  # a longer video is cut into segments tracked in parallel
+    overlap: int = 32  # frames neighbouring segments share, for stitching
+    stitch_iou: float = 0.5  # the least mean mask IoU over an overlap for two tracks to be one object
+
+    def __post_init__(self):
+        if not 1 <= self.overlap < self.segment_frames:
+            raise ValueError(f"overlap must be in [1, segment_frames - 1] = [1, {self.segment_frames - 1}], "
+                             f"got {self.overlap}")
+        if not 0.0 <= self.stitch_iou <= 1.0:
+            raise ValueError(f"stitch_iou must be in [0, 1], got {self.stitch_iou}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     out: str  # output directory, any fsspec URL
     model: ModelSpec  # preset, weights, memory policy, dtype
@@ -21,6 +37,19 @@ class RunConfig:
     num_gpus: int | None = None  # GPUs of a local Ray (may be logical)
     progress: bool = True  # tqdm progress bar
     storage_options: dict | None = None  # fsspec options (endpoint, credentials); never written or printed
+    pseudo_label: PseudoLabelConfig | None = None  # set: objects are discovered, long videos cut and stitched
+
+    @property
+    def job(self) -> str:
+        return "segment" if self.pseudo_label is None else "pseudo_label"
+
+    def layout(self) -> dict:
+        """What part names depend on: an output is resumed only with the same (_plan.json)."""
+        d = {"chunk_frames": self.chunk_frames}
+        if self.pseudo_label is not None:
+            d |= {"job": "pseudo_label", "segment_frames": self.pseudo_label.segment_frames,
+                  "overlap": self.pseudo_label.overlap}
+        return d
 
     def public(self) -> dict:
         """The config as recorded in _run.json: without storage options."""

@@ -1,5 +1,6 @@
-"""One segment run end to end: claim the output, plan, resume, schedule, verify, then the run's records
-(videos.parquet, _run.json, _SUCCESS last, only over a complete, duplicate-free output)."""
+"""One run end to end (segment or pseudo-label): claim the output, plan, resume, schedule, verify (and, for
+pseudo-labels, stitch), then the run's records (videos.parquet, _run.json, _SUCCESS last, only over a
+complete, duplicate-free output)."""
 
 import hashlib
 import signal
@@ -10,26 +11,29 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import fsspec
-import pyarrow.compute as pc
+import pyarrow as pa
 from tqdm import tqdm
 
 from model.errors import SamstreamError
 from workers.output import RunOutput
+from workers.tracks import TRACKS_SCHEMA, count_distinct_keys
 
 from .config import RunConfig
 from .connect import actor_resources, ray_session
-from .plan import StreamPlan, plan_streams, probe_all
+from .plan import StreamPlan, plan_segments, plan_streams, probe_all
+from .pseudo_label import finish_video
 from .schedule import Scheduler, StreamProgress, missing_chunks, restart_chunk
 
 NO_PROMPTS = "no prompts: nothing to track (the model was not run)"
 
 
 class PlanMismatchError(SamstreamError):
-    """An output started with another chunk plan: its parts are named by chunk number."""
+    """An output started with another chunk plan: its parts are named by chunk (and segment) number."""
 
-    def __init__(self, url: str, old: int, new: int):
-        self.url, self.old, self.new = url, old, new
-        super().__init__(f"output {url} was started with --chunk-frames {old}, not {new}: resume with the same "
+    def __init__(self, url: str, key: str, old, new):
+        self.url, self.key, self.old, self.new = url, key, old, new
+        what = "job" if key == "job" else "--" + key.replace("_", "-")
+        super().__init__(f"output {url} was started with {what} {old}, not {new}: resume with the same "
                          f"value or write to a new --out")
 
 
@@ -71,20 +75,23 @@ def run_segment(entries, config: RunConfig) -> RunSummary:
     """Claim the output (OutputClaimedError if another live run holds it), run, verify, record."""
     output = RunOutput(config.out, config.storage_options)
     run_id = uuid.uuid4().hex[:8]
-    with output.claim(run_id, config.claim_timeout_s, {"chunk_frames": config.chunk_frames}) as claim:
+    with output.claim(run_id, config.claim_timeout_s, config.layout()) as claim:
         _check_plan(output, config)
         output.remove_success()  # until this run has verified the output
         streams, failures, notes = _plan(entries, config, output)
         with _interrupts_reported(streams, output.url):
             started = time.time()
             replacements, recomputed = _compute(streams, config, output)
+            tracks = _finish_pseudo_labels(streams, config, output)
             seconds = time.time() - started
         errors = dict(failures) | {s.plan.entry.video_id: s.error for s in streams if s.error}
         claim.check()  # a run whose claim was taken over must not write the records
-        for s in streams:  # a failed video leaves no partial masklets or snapshots behind
-            if s.error:
-                output.remove_video(s.plan.entry.video_id)
-        output.write_videos(_video_rows(entries, streams, errors, notes))
+        for vid in errors:  # a failed video leaves no partial masklets behind
+            output.remove_video(vid)
+        if tracks is not None:
+            output.write_tracks(pa.concat_tables([t for v, t in tracks.items() if v not in errors]
+                                                 or [TRACKS_SCHEMA.empty_table()]))
+        output.write_videos(_video_rows(entries, streams, errors, notes, tracks))
         summary = _summary(output.url, entries, streams, errors, notes, seconds, replacements, recomputed,
                            claim.took_over)
         output.write_run_record(_run_record(config, summary))
@@ -94,25 +101,30 @@ def run_segment(entries, config: RunConfig) -> RunSummary:
 
 
 def _check_plan(output: RunOutput, config: RunConfig) -> None:
-    plan = output.read_plan()
+    plan, layout = output.read_plan(), config.layout()
     if plan is None:
-        output.write_plan({"chunk_frames": config.chunk_frames})
-    elif plan["chunk_frames"] != config.chunk_frames:
-        raise PlanMismatchError(output.url, plan["chunk_frames"], config.chunk_frames)
+        output.write_plan(layout)
+        return
+    for key in ("job", *layout):
+        old, new = plan.get(key, "segment" if key == "job" else None), layout.get(key, config.job if key == "job" else None)
+        if old != new:
+            raise PlanMismatchError(output.url, key, old, new)
 
 
 def _plan(entries, config: RunConfig, output: RunOutput) -> tuple[list[StreamProgress], dict, dict]:
     """Streams with their resume points; parts this plan would not write (another plan's, a failed video's)
     are removed before any new part is written."""
-    so = config.storage_options or {}
-    plans, failures = plan_streams(entries, probe_all(entries, so), config.chunk_frames)
+    so, pl = config.storage_options or {}, config.pseudo_label
+    infos = probe_all(entries, so)
+    plans, failures = (plan_streams(entries, infos, config.chunk_frames) if pl is None else
+                       plan_segments(entries, infos, config.chunk_frames, pl.segment_frames, pl.overlap))
     notes = {p.entry.video_id: "; ".join(p.notes) for p in plans if p.notes}
     for vid in failures:
         output.remove_video(vid)
+    _remove_stale_parts(output, plans)
     streams = []
     for p in plans:
-        _remove_stale_parts(output, p)
-        if not p.first_frames:
+        if not p.runs:
             notes[p.entry.video_id] = NO_PROMPTS
             streams.append(StreamProgress(p, len(p.chunks)))
             continue
@@ -125,11 +137,15 @@ def _plan(entries, config: RunConfig, output: RunOutput) -> tuple[list[StreamPro
     return streams, failures, notes
 
 
-def _remove_stale_parts(output: RunOutput, plan: StreamPlan) -> None:
-    expected = {(plan.stream, c) for c in range(len(plan.chunks))} if plan.first_frames else set()
-    for stream, chunk in output.list_parts(plan.entry.video_id):
-        if (stream, chunk) not in expected:
-            output.remove_part(plan.entry.video_id, stream, chunk)
+def _remove_stale_parts(output: RunOutput, plans: list[StreamPlan]) -> None:
+    expected: dict[str, set] = {}
+    for p in plans:
+        expected.setdefault(p.entry.video_id, set()).update(
+            (p.stream, c) for c in range(len(p.chunks)) if p.runs)
+    for vid, keep in expected.items():
+        for stream, chunk in output.list_parts(vid):
+            if (stream, chunk) not in keep:
+                output.remove_part(vid, stream, chunk)
 
 
 def _compute(streams: list[StreamProgress], config: RunConfig, output: RunOutput) -> tuple[int, int]:
@@ -152,15 +168,16 @@ def _verify(streams: list[StreamProgress], output: RunOutput, give_up: bool) -> 
     """Streams to recompute: every expected part must be complete and no (object, frame) appear twice."""
     again = []
     for s in streams:
-        if s.error or not s.plan.first_frames:
+        if s.error or not s.plan.runs:
             continue
         vid = s.plan.entry.video_id
         missing = missing_chunks(s.plan, output)
+        if not missing and s.plan.discover_from is not None:  # checked once stitched (_finish_pseudo_labels)
+            continue
         if not missing:
             keys = output.video_keys(vid)
             rows = sum(s.plan.expected_rows(c) for c in range(len(s.plan.chunks)))
-            distinct = pc.count_distinct(pc.add(pc.multiply(pc.cast(keys["object_id"], "int64"), 1 << 32),
-                                                pc.cast(keys["frame_index"], "int64"))).as_py()
+            distinct = count_distinct_keys(keys)
             if keys.num_rows == rows == distinct:
                 continue
             s.error = f"verification: {keys.num_rows} rows, {distinct} distinct (object, frame), {rows} expected"
@@ -178,6 +195,28 @@ def _verify(streams: list[StreamProgress], output: RunOutput, give_up: bool) -> 
     return again
 
 
+def _finish_pseudo_labels(streams: list[StreamProgress], config: RunConfig, output: RunOutput) -> dict | None:
+    """Pseudo-labels: stitch every complete video; {video_id: tracks table}. None for a segment run."""
+    if config.pseudo_label is None:
+        return None
+    by_video: dict[str, list[StreamProgress]] = {}
+    for s in streams:
+        by_video.setdefault(s.plan.entry.video_id, []).append(s)
+    tracks = {}
+    for vid, group in by_video.items():
+        failed = next((s for s in group if s.error), None)
+        if failed is not None:
+            for s in group:  # one segment failed: the video failed
+                s.error = s.error or f"segment {failed.plan.segment.index}: {failed.error}"
+            continue
+        result = finish_video(output, [s.plan for s in group], config.pseudo_label.stitch_iou)
+        if result.error:
+            group[0].error = result.error
+        else:
+            tracks[vid] = result.table
+    return tracks
+
+
 def _schedule(todo: list[StreamProgress], config: RunConfig) -> int:
     frames = sum(s.plan.chunks[s.stop - 1][1] - s.plan.chunks[s.next_chunk][0] for s in todo)
     with ray_session(config.address, config.num_cpus, config.num_gpus) as resources:
@@ -185,7 +224,7 @@ def _schedule(todo: list[StreamProgress], config: RunConfig) -> int:
         n, request = actor_resources(resources, config.actors, config.threads_per_actor)
         per_actor = config.streams_per_actor or (4 if resources.get("GPU") else 1)
         n = min(n, len(todo))
-        with tqdm(total=frames, unit="frame", disable=not config.progress, desc="segment") as bar:
+        with tqdm(total=frames, unit="frame", disable=not config.progress, desc=config.job.replace("_", "-")) as bar:
             scheduler = Scheduler(config, n, request, per_actor, bar)
             scheduler.run(todo)
     return scheduler.actors_started - n
@@ -224,18 +263,26 @@ def _interrupts_reported(streams: list[StreamProgress], url: str):
             signal.signal(signal.SIGTERM, previous)
 
 
-def _video_rows(entries, streams: list[StreamProgress], errors: dict, notes: dict) -> list[dict]:
-    """One row per manifest video; `seconds` is the actor time this run spent on it (0 when resumed whole)."""
-    by_id = {s.plan.entry.video_id: s for s in streams}
+def _video_rows(entries, streams: list[StreamProgress], errors: dict, notes: dict,
+                tracks: dict | None = None) -> list[dict]:
+    """One row per manifest video; `seconds` is the actor time this run spent on it (0 when resumed whole);
+    `objects`: prompted objects, or for pseudo-labels the stitched tracks."""
+    by_id: dict[str, list[StreamProgress]] = {}
+    for s in streams:
+        by_id.setdefault(s.plan.entry.video_id, []).append(s)
     rows = []
     for e in entries:
-        s = by_id.get(e.video_id)
-        p = s.plan if s else None
+        group = by_id.get(e.video_id, [])
+        p = group[0].plan if group else None
+        objects = len(p.first_frames) if p else None
+        if tracks is not None and e.video_id in tracks:
+            objects = tracks[e.video_id].num_rows
         rows.append({"video_id": e.video_id, "url": e.url, "status": "failed" if e.video_id in errors else "ok",
                      "error": errors.get(e.video_id), "frames": p.info.num_frames if p else None,
                      "fps": p.info.fps if p else None, "width": p.info.width if p else None,
-                     "height": p.info.height if p else None, "objects": len(p.first_frames) if p else None,
-                     "seconds": sum(s.seconds.values()) if s else None, "note": notes.get(e.video_id)})
+                     "height": p.info.height if p else None, "objects": objects,
+                     "seconds": sum(v for s in group for v in s.seconds.values()) if group else None,
+                     "note": notes.get(e.video_id)})
     return rows
 
 

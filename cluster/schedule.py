@@ -53,9 +53,15 @@ def restart_chunk(plan: StreamPlan, output: RunOutput, chunk: int) -> int:
 
 
 def missing_chunks(plan: StreamPlan, output: RunOutput) -> list[int]:
-    """Chunks whose part is absent, unreadable or has another number of rows than the plan expects."""
+    """Chunks whose part is absent, unreadable or has another number of rows than the plan expects (any
+    number when objects are discovered)."""
     vid = plan.entry.video_id
-    return [c for c in range(len(plan.chunks)) if output.part_rows(vid, plan.stream, c) != plan.expected_rows(c)]
+    missing = []
+    for c in range(len(plan.chunks)):
+        rows, expected = output.part_rows(vid, plan.stream, c), plan.expected_rows(c)
+        if rows is None or (expected is not None and rows != expected):
+            missing.append(c)
+    return missing
 
 
 @dataclass

@@ -11,6 +11,14 @@ reported). Reappearance frames are counted in ground-truth rows (annotated frame
 Output: one row per (video, object): J, F, JF over its frames, the same over its reappearance frames (NaN
 when it has none), and frame counts; written to --out (default <pred>/metrics.parquet). The summary gives
 the DAVIS J&F (mean over all objects). Exit code 0 on success, 1 for bad arguments or unreadable input.
+
+    python -m jobs.evaluate --unsupervised --pred <out dir of a pseudo-label run> --gt <ground truth>
+
+Unsupervised: predicted track ids mean nothing; GT objects and tracks are matched per video by Hungarian
+assignment on video mask IoU (jobs/track_metrics.py has the definitions). One row per video: recall,
+precision (at video IoU >= 0.5), ID switches (and per 100 frames), IDF1, HOTA, DetA, AssA, DetRe, OWTA,
+and J&F DAVIS 2017 unsupervised style (the --max-proposals tracks of highest mean score; a GT object
+without one scores 0); written to --out (default <pred>/metrics_unsupervised.parquet).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from tqdm import tqdm
 from workers.storage_options import parse_storage_options, redact
 from model.errors import SamstreamError
 from model.metrics import davis_summary, frame_scores, object_score, reappearance_frames
+from jobs import track_metrics as tm
 from workers.masklets import MASKLET_PARTITIONING, MaskletError, decode_rle
 from workers.output import MASKLETS, VIDEOS, RunOutput, is_run_output
 
@@ -134,6 +143,7 @@ class Options:
     window: int = 5               # ...then scored on this many frames from the one it is back
     skip_first_last: bool = False  # DAVIS semi-supervised protocol: leave out each video's first/last frame
     exclude_prompts: bool = False  # leave out frames where the prediction was given (is_prompt)
+    max_proposals: int = tm.MAX_PROPOSALS  # unsupervised J&F: tracks scored per video (DAVIS 2017: 20)
 
 
 def _pred_rows(pred: pd.DataFrame, object_id: int) -> dict[int, tuple]:
@@ -208,6 +218,49 @@ def evaluate(gt: MaskletSource, pred: MaskletSource, opts: Options,
     return pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), report
 
 
+# ---------------------------------------------------------------------------------------------- unsupervised
+
+def proposal_scores(video_id: str, gt: pd.DataFrame, pred: pd.DataFrame, v: tm.VideoIoU,
+                    opts: Options) -> tuple[list[tuple[float, float]], int]:
+    """(J, F) of each GT object of `v` against its proposal (0, 0 without one), and the proposals used."""
+    tracks = set(v.pred_ids.tolist())  # tracks with a non-empty mask somewhere
+    scores = {t: s for t, s in tm.track_scores(pred).items() if t in tracks}
+    proposals = tm.top_proposals(scores, opts.max_proposals)
+    match = {m.gt_id: m.pred_id for m in tm.hungarian(v, proposals)}
+    out = []
+    for gt_id in v.gt_ids.tolist():
+        if gt_id not in match:
+            out.append((0.0, 0.0))  # DAVIS 2017 unsupervised: a missed object scores 0
+            continue
+        s = _score_object(video_id, gt_id, gt.xs(gt_id, level="object_id"), _pred_rows(pred, match[gt_id]),
+                          set(), opts)
+        out.append((s["J"], s["F"]))
+    return out, len(proposals)
+
+
+def evaluate_unsupervised(gt: MaskletSource, pred: MaskletSource, opts: Options,
+                          progress: bool = False) -> tuple[pa.Table, dict]:
+    """Score every GT video with matched ids; returns the per-video table and the dataset numbers."""
+    gt_videos, pred_videos = gt.video_ids(), set(pred.video_ids())
+    if not gt_videos:
+        raise EvaluationError(f"ground truth {gt.url} has no masklet rows", gt.url)
+    rows, videos, objects = [], [], []
+    for video_id in tqdm(gt_videos, desc="evaluate", unit="video", disable=not progress):
+        gt_rows = gt.video(video_id)
+        pred_rows = pred.video(video_id) if video_id in pred_videos else pred.empty()
+        tracks, v = tm.score_tracks(video_id, tm.video_overlaps(video_id, gt_rows, pred_rows))
+        jf, proposals = proposal_scores(video_id, gt_rows, pred_rows, v, opts)
+        ids = [df.index.get_level_values("object_id").nunique() for df in (gt_rows, pred_rows)]
+        rows.append(tm.video_row(tracks, jf, proposals, *ids))
+        videos.append(tracks)
+        objects += [(video_id, j, f) for j, f in jf]
+    vids, js, fs = zip(*objects) if objects else ((), (), ())
+    report = {"tracks": tm.summarize_tracks(videos), "davis": davis_summary(vids, js, fs),
+              "videos_without_prediction": sorted(set(gt_videos) - pred_videos),
+              "extra_videos": sorted(pred_videos - set(gt_videos)), "failed_in_run": pred.failed_videos()}
+    return pa.Table.from_pylist(rows, schema=tm.UNSUPERVISED_SCHEMA), report
+
+
 # ---------------------------------------------------------------------------------------------- output
 
 
@@ -263,7 +316,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--pred", required=True, help="output directory of a segment run, any fsspec URL")
     ap.add_argument("--gt", required=True, help="ground truth: a run-layout directory (masklets/) or a Parquet "
                                                 "file/directory with the masklet schema")
-    ap.add_argument("--out", default=None, help="metrics Parquet file (default: <pred>/metrics.parquet)")
+    ap.add_argument("--out", default=None, help="metrics Parquet file (default: <pred>/metrics.parquet, "
+                                                "<pred>/metrics_unsupervised.parquet with --unsupervised)")
+    ap.add_argument("--unsupervised", action="store_true",
+                    help="predicted ids mean nothing: match GT objects and tracks by video mask IoU")
+    ap.add_argument("--max-proposals", type=int, default=tm.MAX_PROPOSALS,
+                    help="--unsupervised J&F: tracks scored per video, by mean score (default: %(default)s)")
     ap.add_argument("--bound-th", type=float, default=0.008, help="boundary tolerance (default: %(default)s "
                                                                   "of the diagonal; >= 1: pixels)")
     ap.add_argument("--min-hidden", type=int, default=5, help="reappearance: GT frames hidden before (>=)")
@@ -277,29 +335,40 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if not (math.isfinite(args.bound_th) and args.bound_th > 0):
         ap.error(f"--bound-th must be a positive number, got {args.bound_th}")
-    for name in ("min_hidden", "window"):
+    if args.unsupervised and (args.skip_first_last or args.exclude_prompts):
+        ap.error("--skip-first-last and --exclude-prompts are for prompted runs, not --unsupervised")
+    for name in ("min_hidden", "window", "max_proposals"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     return args
 
 
+def _pred_columns(args) -> list[str]:
+    if args.unsupervised:
+        return ["score", "visible"]  # proposals rank tracks by their mean score over visible rows
+    return ["is_prompt"] if args.exclude_prompts else []
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    opts = Options(args.bound_th, args.min_hidden, args.window, args.skip_first_last, args.exclude_prompts)
+    opts = Options(args.bound_th, args.min_hidden, args.window, args.skip_first_last, args.exclude_prompts,
+                   args.max_proposals)
+    run, name = (evaluate_unsupervised, "metrics_unsupervised") if args.unsupervised else (evaluate, "metrics")
     storage_options = {}
     try:
         storage_options = parse_storage_options(args.storage_options)
         gt = MaskletSource(args.gt, storage_options, "ground truth")
-        pred = MaskletSource(args.pred, storage_options, "prediction",
-                             extra=["is_prompt"] if opts.exclude_prompts else [])
+        pred = MaskletSource(args.pred, storage_options, "prediction", extra=_pred_columns(args))
         start = time.time()
-        table, report = evaluate(gt, pred, opts, progress=not args.no_progress)
-        out = write_metrics(table, args.out or f"{args.pred.rstrip('/')}/metrics.parquet", storage_options)
+        table, report = run(gt, pred, opts, progress=not args.no_progress)
+        out = write_metrics(table, args.out or f"{args.pred.rstrip('/')}/{name}.parquet", storage_options)
     except (EvaluationError, MaskletError, ValueError, OSError) as e:
         print(f"error: {redact(str(e), storage_options)}", file=sys.stderr)
         return 1
-    summary = summarize(table, report)
-    print_summary(summary, opts, redact(out, storage_options))
+    if args.unsupervised:
+        tm.print_summary(table, report, opts.max_proposals, redact(out, storage_options))
+    else:
+        print_summary(summarize(table, report), opts, redact(out, storage_options))
     print(f"  {time.time() - start:.1f} s")
     return 0
 

@@ -31,8 +31,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = _Parser(prog="python -m jobs.segment", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = new_parser("python -m jobs.segment", __doc__)
+    args = ap.parse_args(argv)
+    check_args(ap, args)
+    return args
+
+
+def new_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """The arguments every tracking job shares (jobs.pseudo_label adds its own)."""
+    ap = _Parser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--manifest", required=True, help="JSON lines or Parquet manifest, any fsspec URL")
     ap.add_argument("--out", required=True, help="output directory, any fsspec URL")
     ap.add_argument("--preset", default="synthetic-tiny", help="model preset (default: %(default)s)")
@@ -67,8 +74,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "is at least this; the N most recent remembered frames are kept (default: every frame)")
     ap.add_argument("--num-keyframes", type=int, default=0,
                     help="long-term keyframes kept beside the recent frames (default 0: none, as the reference)")
-    ap.add_argument("--keyframe-every", type=int, default=8,
-                    help="a remembered frame every this many frames after an object's first becomes a keyframe")
+    # jobs.segment's --keyframe-every is this; jobs.pseudo_label's is its discovery keyframes.
+    flags = ["--memory-keyframe-every"] + (["--keyframe-every"] if prog.endswith("segment") else [])
+    ap.add_argument(*flags, dest="memory_keyframe_every", type=int, default=8,
+                    help="a remembered frame every this many frames after an object's first becomes a long-term "
+                         "memory keyframe")
     ap.add_argument("--max-retries", type=int, default=3,
                     help="failed attempts of a chunk (storage errors, dead actors) before its video is recorded "
                          "failed; each retry waits --retry-backoff x 2^(n-1) s (default: %(default)s)")
@@ -83,7 +93,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--storage-options", default=None,
                     help="JSON object of fsspec storage options (endpoint, credentials); never printed")
     ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for name in ("chunk_frames", "streams_per_actor", "threads_per_actor"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -92,17 +105,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.max_retries < 0 or args.retry_backoff < 0 or args.claim_timeout <= 0:
         ap.error(f"--max-retries and --retry-backoff must be >= 0 and --claim-timeout > 0, got "
                  f"{args.max_retries}, {args.retry_backoff}, {args.claim_timeout}")
-    return args
 
 
-def config_from_args(args: argparse.Namespace, storage_options: dict) -> RunConfig:
-    """The typed run config; fails on an unknown preset or a bad image size before any work."""
+def config_from_args(args: argparse.Namespace, storage_options: dict, **extra) -> RunConfig:
+    """The typed run config; fails on an unknown preset or a bad image size before any work. `extra`:
+    ModelSpec.discovery and RunConfig.pseudo_label for jobs.pseudo_label."""
     get_config(args.preset, args.image_size)
     policy = MemoryPolicy(args.num_recent, args.max_cond, args.decay, args.store_threshold, args.num_keyframes,
-                          args.keyframe_every)
+                          args.memory_keyframe_every)
+    spec = {"discovery": extra["discovery"]} if "discovery" in extra else {}
     model = ModelSpec(args.preset, resolve_checkpoint(args.preset, args.checkpoint), args.image_size, policy,
-                      dtype=args.dtype, compile=args.compile, memory_kv_cache=not args.no_memory_kv_cache)
-    return RunConfig(out=args.out.rstrip("/"), model=model, chunk_frames=args.chunk_frames, actors=args.actors,
+                      dtype=args.dtype, compile=args.compile, memory_kv_cache=not args.no_memory_kv_cache, **spec)
+    return RunConfig(pseudo_label=extra.get("pseudo_label"), out=args.out.rstrip("/"), model=model, chunk_frames=args.chunk_frames, actors=args.actors,
                      streams_per_actor=args.streams_per_actor, threads_per_actor=args.threads_per_actor,
                      max_retries=args.max_retries, retry_backoff_s=args.retry_backoff,
                      claim_timeout_s=args.claim_timeout, address=args.address, num_cpus=args.num_cpus,
@@ -111,19 +125,24 @@ def config_from_args(args: argparse.Namespace, storage_options: dict) -> RunConf
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    return run_job(args, "segment", config_from_args)
+
+
+def run_job(args: argparse.Namespace, name: str, make_config) -> int:
+    """Build the config, check the checkpoint, read the manifest, run; errors as one line, exit codes."""
     storage_options: dict = {}
     try:
         storage_options = parse_storage_options(args.storage_options)
-        config = config_from_args(args, storage_options)  # arguments first: they are cheapest to check
+        config = make_config(args, storage_options)  # arguments first: they are cheapest to check
         if config.model.checkpoint is not None:  # a wrong or damaged checkpoint fails here, not in every actor
             check_checkpoint(config.model.preset, config.model.checkpoint, config.model.image_size, storage_options)
         entries = read_manifest(args.manifest, storage_options)
         summary = run_segment(entries, config)
     except RunInterrupted as e:
-        print(f"samstream segment: {redact(str(e), storage_options)}", file=sys.stderr)
+        print(f"samstream {name}: {redact(str(e), storage_options)}", file=sys.stderr)
         return EXIT_INTERRUPTED[e.signal_name]
     except KeyboardInterrupt:  # before any chunk ran (reading the manifest, probing the videos)
-        print("samstream segment: interrupted by SIGINT before any chunk ran; run the same command again",
+        print(f"samstream {name}: interrupted by SIGINT before any chunk ran; run the same command again",
               file=sys.stderr)
         return EXIT_INTERRUPTED["SIGINT"]
     except Exception as e:  # one line, no traceback (unless --debug): bad input, a claimed output, storage
@@ -132,7 +151,7 @@ def main(argv=None) -> int:
         print(f"error: {one_line(e, storage_options)}" + ("" if args.debug else " (--debug shows the traceback)"),
               file=sys.stderr)
         return 1
-    print_summary(summary, storage_options)
+    print_summary(summary, storage_options, name)
     return 0 if summary.videos_failed == 0 else 2
 
 
@@ -142,8 +161,8 @@ def one_line(error: BaseException, storage_options: dict) -> str:
     return " ".join(redact(text, storage_options).split())
 
 
-def print_summary(summary: RunSummary, storage_options: dict) -> None:
-    print(f"samstream segment: {summary.videos_ok} videos ok, {summary.videos_failed} failed; {summary.frames} "
+def print_summary(summary: RunSummary, storage_options: dict, name: str = "segment") -> None:
+    print(f"samstream {name}: {summary.videos_ok} videos ok, {summary.videos_failed} failed; {summary.frames} "
           f"frames in {summary.seconds:.1f} s ({summary.frames_per_s:.1f} frames/s)")
     for vid, err in summary.errors.items():
         print(f"  failed {vid}: {redact(err, storage_options)}")

@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from .discovery import DiscoveryState
 from .errors import StateError
 from .memory_bank import MemoryPolicy, ObjectMemory
 
@@ -23,6 +24,7 @@ class TrackerState:
     policy: MemoryPolicy
     frame_index: int = 0  # index of the next frame the stream expects
     objects: dict[int, ObjectMemory] = field(default_factory=dict)
+    discovery: DiscoveryState | None = None  # set: objects are also found automatically (pseudo-labelling)
 
     @property
     def object_ids(self) -> list[int]:
@@ -44,7 +46,8 @@ class TrackerState:
                             "num_cond_stored": m.num_cond_stored, "key_frames": m.key_frames})
         meta = {"version": SNAPSHOT_VERSION, "height": self.height, "width": self.width,
                 "model_name": self.model_name, "frame_index": self.frame_index, "objects": objects,
-                "policy": asdict(self.policy)}
+                "policy": asdict(self.policy),
+                "discovery": None if self.discovery is None else self.discovery.to_dict()}
         return save_tensors(tensors, metadata={"samstream_state": json.dumps(meta)})
 
     @classmethod
@@ -58,6 +61,8 @@ class TrackerState:
             raise StateError(f"snapshot version {meta.get('version')!r}, expected {SNAPSHOT_VERSION}")
         state = cls(meta["height"], meta["width"], meta["model_name"], MemoryPolicy(**meta["policy"]),
                     meta["frame_index"])
+        if meta.get("discovery") is not None:
+            state.discovery = DiscoveryState.from_dict(meta["discovery"])
         for o in meta["objects"]:
             oid = o["object_id"]
             t = {k: tensors[f"{oid}.{k}"].to(device) for k in ("cond_feats", "cond_ptrs", "recent_feats", "ptrs")}

@@ -11,6 +11,7 @@ from typing import Sequence
 import torch
 from torch.profiler import record_function
 
+from .discovery import DiscoveryConfig, DiscoveryState, propose_new_objects, update_missing
 from .errors import PromptError, StateError
 from .memory_bank import MemoryPolicy, ObjectMemory
 from .memory_batch import build_memory_batch
@@ -20,11 +21,12 @@ from .prompts import ModelPrompt, Prompt, check_frame, to_model_prompt
 from .sam2 import Decoded, FrameFeatures, SAM2Model
 from .state import TrackerState
 
-TRACK, PROMPT, CORRECT = "track", "prompt", "correct"
+# DISCOVER: an object found on this frame by the automatic mask generator, joining with its mask as prompt.
+TRACK, PROMPT, CORRECT, DISCOVER = "track", "prompt", "correct", "discover"
 # Profiler ranges around each stage of a step (free when no profiler runs); "mask_decoder" encloses
 # "memory_attention", so a profile's decoder time is the difference of the two.
 STAGE_LABELS = {name: f"samstream.{name}" for name in
-                ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")}
+                ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder", "discovery")}
 
 
 @dataclass
@@ -65,8 +67,10 @@ class _Task:
 
 class StreamingTracker:
     def __init__(self, model: SAM2Model, policy: MemoryPolicy | None = None, fill_hole_area: int | None = None,
-                 autocast_dtype: torch.dtype | None | str = "auto", cache_memory_kv: bool = True):
+                 autocast_dtype: torch.dtype | None | str = "auto", cache_memory_kv: bool = True,
+                 discovery: DiscoveryConfig | None = None):
         self.model = model.eval()
+        self.discovery = discovery or DiscoveryConfig()  # used by streams started with discover_from
         self.cfg = model.cfg
         self.policy = policy or MemoryPolicy()
         self.fill_hole_area = self.cfg.fill_hole_area if fill_hole_area is None else fill_hole_area
@@ -98,10 +102,16 @@ class StreamingTracker:
     def device(self) -> torch.device:
         return self.model.pixel_mean.device
 
-    def new_stream(self, height: int, width: int) -> TrackerState:
+    def new_stream(self, height: int, width: int, start_frame: int = 0,
+                   discover_from: int | None = None) -> TrackerState:
+        """A stream whose first frame is `start_frame`; with `discover_from`, objects are also found
+        automatically on keyframes and numbered from that id (ids below it are left to prompts)."""
         if height <= 0 or width <= 0:
             raise ValueError(f"frame size must be positive, got {height}x{width}")
-        return TrackerState(int(height), int(width), self.cfg.name, self.policy)
+        state = TrackerState(int(height), int(width), self.cfg.name, self.policy, int(start_frame))
+        if discover_from is not None:
+            state.discovery = DiscoveryState(int(start_frame), int(discover_from), int(discover_from))
+        return state
 
     def remove_object(self, state: TrackerState, object_id: int) -> None:
         if object_id not in state.objects:
@@ -119,24 +129,40 @@ class StreamingTracker:
         # Validate everything before touching any state: a bad input leaves every stream as it was.
         frames = [check_frame(f, s.height, s.width) for s, f in zip(states, frames)]
         tasks = [t for i, (s, p) in enumerate(zip(states, prompts_per_stream)) for t in self._plan(i, s, p)]
-        active = sorted({t.stream for t in tasks})
+        keyframes = [i for i, s in enumerate(states)
+                     if s.discovery is not None and s.discovery.is_keyframe(s.frame_index, self.discovery.keyframe_every)]
+        active = sorted({t.stream for t in tasks} | set(keyframes))
+        decoded = low_res = None
         if active:
             with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                                 enabled=self.autocast_dtype is not None):
-                with record_function(STAGE_LABELS["image_encoder"]):
-                    images = torch.stack([self.model.preprocess(frames[i]) for i in active])  # (B, 3, S, S)
-                    feats = self.model.encode_frames(images)
-                rows = torch.tensor([active.index(t.stream) for t in tasks], device=self.device)
-                with record_function(STAGE_LABELS["mask_decoder"]):
-                    decoded = self._decode(feats.select(rows), states, tasks)
-                    low_res = fill_holes(decoded.low_res, self.fill_hole_area)
-                with record_function(STAGE_LABELS["memory_encoder"]):
-                    self._remember(feats.feat[rows], states, tasks, decoded, low_res)
-        results = [self._result(i, s, tasks, low_res if active else None, decoded if active else None)
-                   for i, s in enumerate(states)]
-        for s in states:
+                tasks, decoded, low_res = self._compute(frames, states, tasks, active, keyframes)
+        results = [self._result(i, s, tasks, low_res, decoded) for i, s in enumerate(states)]
+        for s, r in zip(states, results):
+            if s.discovery is not None and r.object_ids:
+                self._end_missing(s, r)
             s.frame_index += 1
         return results
+
+    def _compute(self, frames, states, tasks: list[_Task], active: list[int], keyframes: list[int]):
+        """Encode the active streams' frames, decode every task (and discover on keyframes), remember."""
+        with record_function(STAGE_LABELS["image_encoder"]):
+            images = torch.stack([self.model.preprocess(frames[i]) for i in active])  # (B, 3, S, S)
+            feats = self.model.encode_frames(images)
+        rows = torch.tensor([active.index(t.stream) for t in tasks], dtype=torch.long, device=self.device)
+        decoded = low_res = None
+        if tasks:
+            with record_function(STAGE_LABELS["mask_decoder"]):
+                decoded = self._decode(feats.select(rows), states, tasks)
+                low_res = fill_holes(decoded.low_res, self.fill_hole_area)
+        if keyframes:
+            with record_function(STAGE_LABELS["discovery"]):
+                tasks, rows, decoded, low_res = self._discover(feats, states, active, keyframes, tasks, rows,
+                                                               decoded, low_res)
+        if tasks:
+            with record_function(STAGE_LABELS["memory_encoder"]):
+                self._remember(feats.feat[rows], states, tasks, decoded, low_res)
+        return tasks, decoded, low_res
 
     # ---- planning ---------------------------------------------------------------------------------
     def _plan(self, stream: int, state: TrackerState, prompts: Sequence[Prompt]) -> list[_Task]:
@@ -230,7 +256,7 @@ class StreamingTracker:
                     self.cfg.max_obj_ptrs - 1 if self.policy.num_recent else 0,  # memory off: no recent pointers
                     tuple(mems.shape[1:]), decoded.obj_ptr.shape[1], self.device)
             bank = state.objects[t.object_id]
-            if t.kind == PROMPT:
+            if t.kind in (PROMPT, DISCOVER):
                 bank.store_cond(state.frame_index, mems[j], decoded.obj_ptr[j])
             elif keep[j]:
                 bank.store_recent(state.frame_index, mems[j], decoded.obj_ptr[j])
@@ -257,7 +283,40 @@ class StreamingTracker:
                                                  align_corners=False)[:, 0]  # (O, H, W)
         return FrameResult(state.frame_index, [tasks[j].object_id for j in rows], logits > 0, logits,
                            decoded.iou[rows], torch.sigmoid(decoded.object_score_logits[rows, 0]),
-                           [tasks[j].kind != TRACK for j in rows])
+                           [tasks[j].kind in (PROMPT, CORRECT) for j in rows])
+
+    # ---- discovery --------------------------------------------------------------------------------
+    def _discover(self, feats: FrameFeatures, states, active: list[int], keyframes: list[int], tasks: list[_Task],
+                  rows: torch.Tensor, decoded: Decoded, low_res: torch.Tensor):
+        """Propose new objects on the keyframe streams and append them (decoded from their masks) to the
+        step's tasks, so they are remembered and reported with the rest."""
+        new_tasks, masks = [], []
+        for i in keyframes:
+            a = active.index(i)
+            mine = [j for j, t in enumerate(tasks) if t.stream == i]
+            S4 = self.cfg.image_size // 4
+            live = low_res[mine] if mine else torch.zeros(0, 1, S4, S4, device=self.device)
+            found = propose_new_objects(self.model, self.discovery, feats.feat[a:a + 1],
+                                        [x[a:a + 1] for x in feats.high_res], live, states[i].discovery,
+                                        len(states[i].objects))
+            new_tasks += [_Task(i, oid, DISCOVER, None) for oid in found.object_ids]
+            masks.append(found.masks)
+        if not new_tasks:
+            return tasks, rows, decoded, low_res
+        new_rows = torch.tensor([active.index(t.stream) for t in new_tasks], dtype=torch.long, device=self.device)
+        sel = feats.select(new_rows)
+        found = self.model.decode_mask_prompt(sel.feat, sel.high_res, torch.cat(masks))
+        if decoded is None:
+            return new_tasks, new_rows, found, found.low_res
+        return (tasks + new_tasks, torch.cat([rows, new_rows]), _cat([decoded, found]),
+                torch.cat([low_res, found.low_res]))
+
+    def _end_missing(self, state: TrackerState, result: "FrameResult") -> None:
+        """End the discovered tracks absent for too long (one host read of the presence scores per frame)."""
+        ended = update_missing(state.discovery, result.object_ids, result.object_scores.float().tolist(),
+                               self.discovery.max_missing)
+        for oid in ended:
+            del state.objects[oid]
 
 
 def _row(d: Decoded, j: int) -> Decoded:

@@ -5,6 +5,9 @@ here, and nowhere else.
     <out>/videos.parquet                                                     one row per manifest video
     <out>/_plan.json                                                         the chunk plan parts follow
     <out>/_state/<stream:05d>/after-<chunk:06d>.safetensors                  snapshots (at most 2 a stream)
+    <out>/_state/overlap/<stream:05d>-<chunk:06d>.parquet                    pseudo-label: a chunk's rows on
+                                                                             segment overlaps, for stitching
+    <out>/tracks.parquet                                                     pseudo-label: one row per object
     <out>/_claim/...                                                         the writer's claim (output_claim)
     <out>/_run.json                                                          config, versions, timings
     <out>/_SUCCESS                                                           last, over a verified output
@@ -28,9 +31,10 @@ from .masklets import (MASKLET_PARTITIONING, MASKLET_SCHEMA, PART_SCHEMA, Maskle
                        _part_table, escape_video_id)
 from .output_claim import CLAIM_DIR, OutputClaim
 from .store import Store
+from .tracks import PartTracks
 
-MASKLETS, VIDEOS, PLAN, STATE, RUN, SUCCESS = (
-    "masklets", "videos.parquet", "_plan.json", "_state", "_run.json", "_SUCCESS")
+MASKLETS, VIDEOS, PLAN, STATE, RUN, SUCCESS, TRACKS = (
+    "masklets", "videos.parquet", "_plan.json", "_state", "_run.json", "_SUCCESS", "tracks.parquet")
 CLAIM = CLAIM_DIR  # written and read by OutputClaim
 RUN_MARKERS = (MASKLETS, VIDEOS, RUN, PLAN, SUCCESS)  # any of these makes a folder a run's output
 _PART_RE = re.compile(r"^part-(\d{5,})-(\d{6,})\.parquet$")
@@ -60,6 +64,11 @@ def part_relpath(video_id: str, stream: int, chunk: int) -> str:
 
 def state_relpath(stream: int) -> str:
     return f"{STATE}/{_index('stream', stream):05d}"
+
+
+def overlap_relpath(stream: int, chunk: int) -> str:
+    """Where a pseudo-label chunk's rows on its segment's overlaps are kept until the run has stitched."""
+    return f"{STATE}/overlap/{_index('stream', stream):05d}-{_index('chunk', chunk):06d}.parquet"
 
 
 def snapshot_relpath(stream: int, chunk: int) -> str:
@@ -95,6 +104,16 @@ class RunOutput(Store):
         except (OSError, pa.ArrowException):
             return None
 
+    def read_part(self, video_id: str, stream: int, chunk: int) -> pa.Table:
+        """A part's rows (PART_SCHEMA), its footer metadata kept in the schema."""
+        with self.filesystem.open(self.fresh(part_relpath(video_id, stream, chunk)), "rb") as f:
+            return pq.read_table(f, schema=None)
+
+    def part_tracks(self, video_id: str, stream: int, chunk: int) -> PartTracks | None:
+        """The track statistics in a pseudo-label part's footer (workers/tracks.py); None when absent."""
+        with self.filesystem.open(self.fresh(part_relpath(video_id, stream, chunk)), "rb") as f:
+            return PartTracks.from_metadata(pq.ParquetFile(f).schema_arrow.metadata)
+
     def part_exists(self, video_id: str, stream: int, chunk: int, expected_rows: int | None = None,
                     verify_data: bool = False) -> bool:
         """True when the part is a readable masklet file (with `expected_rows` rows, if given)."""
@@ -120,6 +139,21 @@ class RunOutput(Store):
             return pa.table({"object_id": pa.array([], pa.int32()), "frame_index": pa.array([], pa.int32())})
         dataset = ds.dataset(directory, filesystem=self.filesystem, format="parquet", schema=PART_SCHEMA)
         return dataset.to_table(columns=["object_id", "frame_index"])
+
+    # ---- overlap rows (pseudo-label) -------------------------------------------------------------------
+    def write_overlap(self, stream: int, chunk: int, table: pa.Table) -> None:
+        self.write_bytes(overlap_relpath(stream, chunk), _parquet_bytes(table))
+
+    def read_overlap(self, stream: int, chunk: int) -> pa.Table | None:
+        """A chunk's overlap rows; None when it had none (or they were never written)."""
+        path = overlap_relpath(stream, chunk)
+        if not self.exists(path):
+            return None
+        with self.filesystem.open(self.fresh(path), "rb") as f:
+            return pq.read_table(f)
+
+    def write_tracks(self, table: pa.Table) -> str:
+        return self.write_table(TRACKS, table)
 
     # ---- snapshots -------------------------------------------------------------------------------------
     def write_snapshot(self, stream: int, chunk: int, data: bytes) -> None:

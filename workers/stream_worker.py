@@ -20,6 +20,7 @@ from .host_allocator import tune_host_allocator
 from .masklets import ChunkRows
 from .output import RunOutput
 from .tasks import ChunkReport, ChunkTask, ModelSpec
+from .tracks import GLOBAL, LOCAL, part_tracks, with_tracks
 from .video_source import VideoError, VideoSource
 
 
@@ -34,6 +35,7 @@ class _Running:
     report: ChunkReport
     prompts: dict[int, list]
     times: np.ndarray | None = None  # seconds of frames [start, stop), from the video's timestamps
+    overlap_rows: ChunkRows | None = None  # pseudo-label: rows on the segment's overlaps, for stitching
 
 
 @dataclass
@@ -79,7 +81,7 @@ class StreamWorker:
         torch.manual_seed(seed)  # random weights (no checkpoint) are the same in every actor
         model = load_model(spec.preset, spec.checkpoint, spec.image_size, device, storage_options)
         self.tracker = StreamingTracker(model, spec.policy, spec.fill_hole_area, AUTOCAST[spec.dtype],
-                                        spec.memory_kv_cache)
+                                        spec.memory_kv_cache, spec.discovery)
         if spec.compile:
             self.tracker.compile()
         self.output = RunOutput(out_url, storage_options)
@@ -125,14 +127,15 @@ class StreamWorker:
             _fail(report, e)
             return _Running(task, None, None, None, report, prompts)
         times = task.info.frame_times(task.start, task.stop)  # the range is valid: frames() checked it
-        return _Running(task, state, frames, ChunkRows(task.video_id), report, prompts, times)
+        overlap = ChunkRows(task.video_id) if task.overlaps else None
+        return _Running(task, state, frames, ChunkRows(task.video_id), report, prompts, times, overlap)
 
     def _state_for(self, task: ChunkTask) -> TrackerState:
         state = self.states.get(task.stream)
         if state is not None and state.frame_index == task.start:
             return state
         if task.chunk == 0:
-            return self.tracker.new_stream(task.info.height, task.info.width)
+            return self.tracker.new_stream(task.info.height, task.info.width, task.start, task.discover_from)
         data = self.output.read_snapshot(task.stream, task.chunk - 1)  # another actor's work
         state = TrackerState.from_bytes(data, self.tracker.device)
         if state.frame_index != task.start:
@@ -180,9 +183,13 @@ class StreamWorker:
             t0 = time.perf_counter()
             if p.copied is not None:
                 p.copied.synchronize()
-            r = p.running
-            r.rows.add(p.frame, float(r.times[p.frame - r.task.start]), p.object_ids, p.masks.numpy(), p.ious.numpy(),
-                       p.object_scores.numpy(), p.is_prompt)
+            r, task = p.running, p.running.task
+            row = (p.frame, float(r.times[p.frame - task.start]), p.object_ids, p.masks.numpy(), p.ious.numpy(),
+                   p.object_scores.numpy(), p.is_prompt)
+            if task.rows is None or task.rows[0] <= p.frame < task.rows[1]:
+                r.rows.add(*row)
+            if any(a <= p.frame < b for a, b in task.overlaps):
+                r.overlap_rows.add(*row)
             r.report.frames += 1
             r.report.seconds["encode"] = r.report.seconds.get("encode", 0.0) + time.perf_counter() - t0
         self.pending = []
@@ -196,7 +203,11 @@ class StreamWorker:
 
     def _finish(self, r: _Running) -> None:
         t0 = time.perf_counter()
-        table = r.rows.to_table()
+        task, table = r.task, r.rows.to_table()
+        if r.overlap_rows is not None:  # before the part: a part on record means its overlap rows are too
+            self.output.write_overlap(task.stream, task.chunk, r.overlap_rows.to_table())
+        if task.discover_from is not None:
+            table = with_tracks(table, part_tracks(table, task.segment, LOCAL if task.local_ids else GLOBAL))
         self.output.write_part(r.task.video_id, r.task.stream, r.task.chunk, table)
         t1 = time.perf_counter()
         self.output.write_snapshot(r.task.stream, r.task.chunk, r.state.to_bytes())

@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 
 from model import MemoryPolicy, Prompt
+from model.discovery import DiscoveryConfig
 
 from .video_source import VideoInfo
 
@@ -17,6 +18,7 @@ class ModelSpec:
     dtype: str = "auto"  # autocast: "auto" (bf16 on CUDA, float32 on CPU), "fp32" or "bf16"
     compile: bool = False  # torch.compile the hot step (static shapes; pays off on long videos on GPUs)
     memory_kv_cache: bool = True  # project each stored memory for memory attention once (faster, more memory)
+    discovery: DiscoveryConfig = DiscoveryConfig()  # how streams that discover objects find and end them
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,12 @@ class ChunkTask:
     stop: int
     info: VideoInfo
     prompts: tuple[tuple[int, Prompt], ...] = ()  # (frame index, prompt), frames within [start, stop)
+    # Pseudo-labelling (None / defaults: prompted tracking, every row goes to the part):
+    discover_from: int | None = None  # objects are also discovered, numbered from this id
+    rows: tuple[int, int] | None = None  # frames [a, b) whose rows this stream writes (its segment's own)
+    overlaps: tuple[tuple[int, int], ...] = ()  # frames whose rows also go to the overlap file, for stitching
+    segment: int = 0  # the stream's segment within its video
+    local_ids: bool = False  # its ids are the segment's own until stitched (a video of several segments)
 
 
 @dataclass

@@ -1,0 +1,175 @@
+"""The pseudo-label job end to end on real components: synthetic videos encoded with PyAV and no prompts, a
+Ray cluster, long videos cut into segments on several actors and stitched, tracks.parquet and masklets read
+back by independent readers, a killed actor and a killed driver, bad input."""
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+import ray
+
+from cluster.config import PseudoLabelConfig
+from tests.corpus import REPO, run
+from workers.masklets import decode_rle
+from workers.output import read_masklets
+from workers.synthetic import SyntheticConfig, write_corpus
+
+SEGMENTS = PseudoLabelConfig(segment_frames=40, overlap=8)  # 96 frames -> 3 segments of 38 / 38 / 36
+CHUNK = 16
+
+
+def unprompted_corpus(folder: Path, lengths: list[int], prompted: int | None = None) -> Path:
+    """Synthetic test-split videos (128 x 128), prompts dropped except those of video `prompted`."""
+    rows = []
+    for i, n in enumerate(lengths):
+        cfg = SyntheticConfig(height=128, width=128, num_frames=n, event_prob=0.0, cross_prob=0.0)
+        manifest = write_corpus(folder / f"c{i}", "test", 1, cfg, prompt_kind="mask", start=i)
+        row = json.loads(manifest.read_text().splitlines()[0])
+        row["video_id"] = f"v{i}"
+        if i != prompted:
+            row.pop("prompts")
+        rows.append(row)
+    path = folder / "manifest.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def label(manifest, out, **kw):
+    return run(manifest, str(out), chunk_frames=CHUNK, pseudo_label=SEGMENTS, streams_per_actor=1, **kw)
+
+
+def table(out) -> pd.DataFrame:
+    t = read_masklets(str(out)).to_pandas()
+    return t.sort_values(["video_id", "object_id", "frame_index"]).reset_index(drop=True)
+
+
+def tracks(out) -> pd.DataFrame:
+    return pd.read_parquet(Path(out) / "tracks.parquet").sort_values(["video_id", "object_id"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def calm(tmp_path_factory, ray_cluster):
+    folder = tmp_path_factory.mktemp("pseudo")
+    manifest = unprompted_corpus(folder, [96, 40])
+    summary = label(manifest, folder / "calm", actors=1)
+    return manifest, folder / "calm", summary
+
+
+def test_every_row_once_and_tracks_agree_with_masklets(calm):
+    manifest, out, summary = calm
+    assert summary.videos_ok == 2 and (out / "_SUCCESS").exists()
+    rows = table(out)
+    assert len(rows) and not rows.duplicated(["video_id", "object_id", "frame_index"]).any()
+    tr = tracks(out)
+    per_id = duckdb.sql(f"""select video_id, object_id, min(frame_index) first, max(frame_index) last,
+                                   count(*) n, sum(visible::int) vis
+                            from read_parquet('{out}/masklets/*/*.parquet', hive_partitioning=true)
+                            group by 1, 2 order by 1, 2""").df()
+    assert list(zip(tr.video_id, tr.object_id)) == list(zip(per_id.video_id, per_id.object_id))
+    assert (tr.first_frame.values == per_id["first"].values).all() and (tr.last_frame.values == per_id["last"].values).all()
+    assert (tr.frames.values == per_id.n.values).all() and (tr.frames_visible.values == per_id.vis.values).all()
+    long = tr[tr.video_id == "v0"]
+    assert {s for segs in long.segments for s in segs} <= {0, 1, 2}
+    assert (tr[tr.video_id == "v1"].segments.map(list) == pd.Series([[0]] * (tr.video_id == "v1").sum(),
+                                                                    index=tr.index[tr.video_id == "v1"])).all()
+    assert not (out / "_state").exists()
+    videos = ds.dataset(str(out / "videos.parquet")).to_table().to_pandas().set_index("video_id")
+    assert videos.loc["v0", "objects"] == len(long)
+
+
+def test_the_same_ids_whatever_the_actor_count(calm, tmp_path):
+    manifest, out, _ = calm
+    again = label(manifest, tmp_path / "two", actors=2)
+    assert again.videos_ok == 2
+    assert table(tmp_path / "two").equals(table(out))
+    assert tracks(tmp_path / "two").equals(tracks(out))
+
+
+def test_a_killed_actor_leaves_the_same_output(calm, tmp_path):
+    manifest, out, _ = calm
+    chaos, result = tmp_path / "chaos", {}
+    worker = threading.Thread(target=lambda: result.update(summary=label(manifest, chaos, actors=1)))
+    worker.start()
+    deadline = time.time() + 120
+    while not list(chaos.glob("masklets/*/part-*.parquet")) and time.time() < deadline:
+        time.sleep(0.05)
+    victims = [a for a in ray.util.list_named_actors() if a.startswith("samstream-")]
+    assert victims, "no worker actor found"
+    ray.kill(ray.get_actor(victims[0]))
+    worker.join(600)
+    assert result["summary"].videos_ok == 2 and result["summary"].actor_replacements >= 1
+    assert table(chaos).equals(table(out)) and tracks(chaos).equals(tracks(out))
+
+
+def job(manifest, out, address, *extra, wait=True):
+    cmd = [sys.executable, "-m", "jobs.pseudo_label", "--manifest", str(manifest), "--out", str(out),
+           "--no-progress", "--address", address, "--chunk-frames", str(CHUNK), "--segment-frames",
+           str(SEGMENTS.segment_frames), "--overlap", str(SEGMENTS.overlap), "--streams-per-actor", "1", *extra]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_a_killed_driver_resumes_to_the_same_output(calm, tmp_path, ray_cluster):
+    manifest, out, _ = calm
+    resumed = tmp_path / "resumed"
+    driver = job(manifest, resumed, ray_cluster["address"], "--actors", "1", wait=False)
+    deadline = time.time() + 300
+    while len(list(resumed.glob("masklets/*/part-*.parquet"))) < 4 and time.time() < deadline:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    assert not (resumed / "_SUCCESS").exists()
+    again = job(manifest, resumed, ray_cluster["address"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "samstream pseudo-label: 2 videos ok" in again.stdout
+    record = json.loads((resumed / "_run.json").read_text())
+    assert record["chunks_skipped"] >= 3
+    assert table(resumed).equals(table(out)) and tracks(resumed).equals(tracks(out))
+
+
+def test_given_objects_keep_their_ids_and_discoveries_follow(tmp_path):
+    manifest = unprompted_corpus(tmp_path, [40], prompted=0)
+    given = {p["object_id"] for p in json.loads(manifest.read_text())["prompts"]}
+    summary = label(manifest, tmp_path / "out", actors=1)
+    assert summary.videos_ok == 1
+    tr = tracks(tmp_path / "out")
+    assert set(tr.object_id[tr.given]) == given
+    assert (tr.object_id[~tr.given] > max(given)).all()
+    rows = table(tmp_path / "out")
+    first = rows[rows.frame_index == 0].set_index("object_id")
+    truth = read_masklets(str(tmp_path / "c0" / "truth")).to_pandas()
+    for oid in given:  # a mask prompt on frame 0 is the object's mask there
+        t = truth[(truth.object_id == oid) & (truth.frame_index == 0)].iloc[0]
+        assert np.array_equal(decode_rle(first.loc[oid, "mask_rle"], 128, 128), decode_rle(t.mask_rle, 128, 128))
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--segment-frames", "40", "--overlap", "40"], "overlap"), (["--stitch-iou", "1.5"], "stitch_iou"), (["--keyframe-every", "0"], "keyframe_every"),
+    (["--pred-iou-thresh", "2"], "pred_iou_thresh"), (["--max-objects", "0"], "max_objects")])
+def test_bad_arguments_exit_1_with_one_line(tmp_path, args, named):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"url": str(tmp_path / "x.mp4"), "video_id": "x"}) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "jobs.pseudo_label", "--manifest", str(manifest), "--out",
+                           str(tmp_path / "out"), *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_resuming_a_segment_output_as_pseudo_labels_is_refused(tmp_path, ray_cluster):
+    from tests.corpus import make_corpus
+    manifest = make_corpus(tmp_path, [8])
+    assert run(manifest, str(tmp_path / "out"), chunk_frames=CHUNK).videos_ok == 1
+    proc = job(manifest, tmp_path / "out", ray_cluster["address"])
+    assert proc.returncode == 1 and "was started with job segment, not pseudo_label" in proc.stderr, proc.stderr
