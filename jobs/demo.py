@@ -7,8 +7,12 @@ points for the other kinds): a few short clips and two long videos in which obje
 behind occluders, leave the frame and come back. Runs jobs.segment on them with the embedded `synthetic-tiny`
 weights on 2 actors, scores the output with jobs.evaluate (DAVIS J&F; reappearance J&F), prints a summary,
 and writes an overlay mp4 and a PNG contact sheet of the first long video under <out>/preview/.
+Then pseudo-labels: the first long video without its prompts through jobs.pseudo_label, cut into segments of
+--segment-frames on the same actors and stitched, scored with jobs.evaluate --unsupervised (recall, HOTA,
+...), with its own contact sheet (<out>/preview/<id>-pseudo.png).
 
     python -m jobs.demo [--out out/demo] [--short 4] [--short-frames 64] [--long 2] [--long-frames 600]
+                        [--segment-frames 256] [--no-pseudo-label]
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from jobs import segment
+from jobs import evaluate as evaluate_job
+from jobs import pseudo_label, segment
 from jobs.evaluate import MaskletSource, Options, evaluate, print_summary, summarize
 from workers.output import read_masklets
 from workers.preview import write_contact_sheet, write_preview_video
@@ -60,6 +65,9 @@ def main(argv=None) -> int:
     ap.add_argument("--actors", type=int, default=2)
     ap.add_argument("--preset", default="synthetic-tiny")
     ap.add_argument("--checkpoint", default=None, help="weights (default: the preset's embedded ones)")
+    ap.add_argument("--segment-frames", type=int, default=256,
+                    help="pseudo-label step: segment length for the long video (default: %(default)s)")
+    ap.add_argument("--no-pseudo-label", action="store_true", help="skip the pseudo-label step")
     args = ap.parse_args(argv)
     if args.short + args.long < 1:
         ap.error(f"need at least one video, got --short {args.short} --long {args.long}")
@@ -81,20 +89,46 @@ def main(argv=None) -> int:
         report["extra_videos"] = []  # the other group's videos are scored in its own summary
         print_summary(summarize(table, report), opts, f"(not written; python -m jobs.evaluate --pred {masks} "
                                                       f"--gt {gt})")
-    preview(out, manifest, masks, "long" if args.long else "short")
+    group = "long" if args.long else "short"
+    preview(out, manifest, masks, group)
+    if not args.no_pseudo_label:
+        code = max(code, pseudo_label_step(out, manifest, truth[group], group, args))
     print(f"\nread the masks back: pandas.read_parquet('{masks / 'masklets'}')   ({time.time() - start:.0f} s in all)")
     return code
 
 
-def preview(out: Path, manifest: Path, masks: Path, group: str) -> None:
-    """Overlay mp4 + contact sheet of the first video of `group`."""
+def _first(manifest: Path, group: str) -> dict:
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]
-    first = next(r for r in rows if f"/corpus/{group}-" in r["url"].replace(os.sep, "/"))
-    clip = read_masklets(str(masks)).to_pandas()
-    clip = clip[clip.video_id == first["video_id"]]
-    video = write_preview_video(first["url"], clip, out / "preview" / f"{first['video_id']}.mp4")
-    sheet = write_contact_sheet(first["url"], clip, out / "preview" / f"{first['video_id']}.png")
-    print(f"preview: {video} and {sheet}")
+    return next(r for r in rows if f"/corpus/{group}-" in r["url"].replace(os.sep, "/"))
+
+
+def preview(out: Path, manifest: Path, masks: Path, group: str, suffix: str = "", video: bool = True) -> None:
+    """Overlay mp4 + contact sheet of the first video of `group`."""
+    first = _first(manifest, group)
+    clip = read_masklets(str(masks), video_id=first["video_id"]).to_pandas()
+    name = out / "preview" / f"{first['video_id']}{suffix}"
+    shown = [write_preview_video(first["url"], clip, name.with_suffix(".mp4"))] if video else []
+    shown.append(write_contact_sheet(first["url"], clip, name.with_suffix(".png")))
+    print(f"preview: {' and '.join(map(str, shown))}")
+
+
+def pseudo_label_step(out: Path, manifest: Path, truth: Path, group: str, args) -> int:
+    """The first video of `group` without prompts: discovered, tracked in segments on the actors, stitched."""
+    first = {k: v for k, v in _first(manifest, group).items() if k != "prompts"}
+    unprompted = out / "corpus" / "pseudo-label.jsonl"
+    unprompted.write_text(json.dumps(first) + "\n")
+    labels = out / "pseudo_labels"
+    print(f"\npseudo-labels of {first['video_id']} (no prompts; segments of {args.segment_frames} frames):")
+    job = ["--manifest", str(unprompted), "--out", str(labels), "--preset", args.preset, "--actors",
+           str(args.actors), "--segment-frames", str(args.segment_frames),
+           "--overlap", str(min(32, args.segment_frames // 4))]  # short demo segments: a shorter overlap
+    code = pseudo_label.main(job + (["--checkpoint", args.checkpoint] if args.checkpoint else []))
+    if code not in (0, 2):
+        return code
+    evaluate_job.main(["--unsupervised", "--pred", str(labels), "--gt", str(truth), "--no-progress",
+                       "--out", str(labels / "metrics_unsupervised.parquet")])
+    preview(out, unprompted, labels, group, "-pseudo", video=False)
+    return code
 
 
 if __name__ == "__main__":

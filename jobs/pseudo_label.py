@@ -39,9 +39,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="grid of clicks per keyframe side (default: 32 for the official presets, sized to the "
                         "model for small ones)")
     g.add_argument("--points-per-batch", type=int, default=64)
-    g.add_argument("--pred-iou-thresh", type=float, default=0.8)
-    g.add_argument("--stability-score-thresh", type=float, default=0.95)
-    g.add_argument("--stability-score-offset", type=float, default=1.0)
+    g.add_argument("--pred-iou-thresh", type=float, default=None,
+                   help="keep automatic masks whose predicted IoU is above this (default: the model's; SAM 2's "
+                        "0.8 for the official presets)")
+    g.add_argument("--stability-score-thresh", type=float, default=None,
+                   help="... whose stability score is at least this (default: the model's; SAM 2's 0.95)")
+    g.add_argument("--stability-score-offset", type=float, default=None,
+                   help="logit offset of the stability score (default: the model's; SAM 2's 1.0)")
     g.add_argument("--box-nms-thresh", type=float, default=0.7)
     g.add_argument("--min-region-area", type=int, default=0,
                    help="remove regions and holes smaller than this (pixels of the mask decoder's grid)")

@@ -45,6 +45,8 @@ class ModelConfig:
     dynamic_multimask_stability_delta: float = 0.05
     dynamic_multimask_stability_thresh: float = 0.98
     fill_hole_area: int = 8  # fill background holes up to this area (low-res pixels) in output masks; 0 = off
+    # Automatic mask generation's defaults (predicted IoU above, stability at least, stability offset): SAM 2's.
+    auto_mask_thresholds: tuple[float, float, float] = (0.8, 0.95, 1.0)
 
     @property
     def backbone_stride(self) -> int:
@@ -72,6 +74,9 @@ PRESETS["synthetic-tiny"] = ModelConfig(
     "synthetic-tiny", HieraConfig(32, 1, (1, 1, 2, 1), (2, 3, 4), (4, 4), (8, 4, 4, 2)),
     image_size=128, d_model=128, mem_dim=32, memory_attention_layers=2, memory_attention_ffn=512,
     decoder_mlp_dim=512, multimask_max_pt_num=0, multimask_for_tracking=False, dynamic_multimask_via_stability=False,
+    # Its IoU head reads low and its logits are weak (median foreground ~1-2.6), so at SAM 2's thresholds it
+    # finds no object; these were chosen on 8 validation videos (MODEL_CARD.md, "Automatic masks").
+    auto_mask_thresholds=(0.6, 0.8, 0.4),
 )
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .auto_masks import AutoMaskConfig, default_points_per_side, generate_masks, point_grid
+from .auto_masks import AutoMaskConfig, generate_masks, point_grid
 from .sam2 import SAM2Model
 
 PRESENT = 0.5  # presence probability below which a frame counts as missing
@@ -76,8 +76,8 @@ def propose_new_objects(model: SAM2Model, config: DiscoveryConfig, feat: torch.T
                         num_live: int) -> NewObjects:
     """New objects of one stream's keyframe. `feat`, `high_res`: the frame's features (batch of 1, before
     memory); `live_low_res`: (N, 1, S/4, S/4) logits of the live tracks on this frame (N may be 0)."""
-    cfg, auto = model.cfg, config.auto_masks
-    n = auto.points_per_side or default_points_per_side(cfg)
+    cfg, auto = model.cfg, config.auto_masks.resolved(model.cfg)
+    n = auto.points_per_side
     live = live_low_res[:, 0] > 0  # (N, h4, w4)
     covered = live.any(dim=0) if live.shape[0] else torch.zeros(live.shape[1:], dtype=torch.bool,
                                                                   device=feat.device)

@@ -139,18 +139,20 @@ def test_a_killed_driver_resumes_to_the_same_output(calm, tmp_path, ray_cluster)
 
 def test_given_objects_keep_their_ids_and_discoveries_follow(tmp_path):
     manifest = unprompted_corpus(tmp_path, [40], prompted=0)
-    given = {p["object_id"] for p in json.loads(manifest.read_text())["prompts"]}
+    prompts = json.loads(manifest.read_text())["prompts"]
+    given = {p["object_id"] for p in prompts}
     summary = label(manifest, tmp_path / "out", actors=1)
     assert summary.videos_ok == 1
     tr = tracks(tmp_path / "out")
     assert set(tr.object_id[tr.given]) == given
     assert (tr.object_id[~tr.given] > max(given)).all()
-    rows = table(tmp_path / "out")
-    first = rows[rows.frame_index == 0].set_index("object_id")
-    truth = read_masklets(str(tmp_path / "c0" / "truth")).to_pandas()
-    for oid in given:  # a mask prompt on frame 0 is the object's mask there
-        t = truth[(truth.object_id == oid) & (truth.frame_index == 0)].iloc[0]
-        assert np.array_equal(decode_rle(first.loc[oid, "mask_rle"], 128, 128), decode_rle(t.mask_rle, 128, 128))
+    rows = table(tmp_path / "out").set_index(["object_id", "frame_index"])
+    truth = read_masklets(str(tmp_path / "c0" / "truth")).to_pandas().set_index(["object_id", "frame_index"])
+    for p in prompts:  # a mask prompt gives the object's mask on its frame (through the 32 x 32 decoder grid)
+        key = (p["object_id"], p["frame_index"])
+        assert rows.loc[key, "is_prompt"]
+        ours, true = (decode_rle(t.loc[key, "mask_rle"], 128, 128) for t in (rows, truth))
+        assert (ours & true).sum() / (ours | true).sum() > 0.8, key
 
 
 @pytest.mark.parametrize("args, named", [
