@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from model.errors import SamstreamError
 from workers.output import RunOutput
 from workers.tracks import GLOBAL, LOCAL, PartTracks, TrackStats, count_distinct_keys, relabel, tracks_table, with_tracks
 
@@ -25,7 +26,7 @@ from .plan import StreamPlan
 from .stitch import SegmentTracks, overlap_iou, stitch
 
 
-class StitchInputError(Exception):
+class StitchInputError(SamstreamError):
     """Rows stitching needs are gone (an overlap file deleted under a running output)."""
 
 

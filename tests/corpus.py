@@ -1,6 +1,8 @@
 """A small corpus of real mp4 files with prompts, and the segment run and read-back the job tests share."""
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -45,3 +47,20 @@ def run(manifest: Path | str, out: str, **kw) -> RunSummary:
 def sorted_table(out: str, storage_options=None):
     t = read_masklets(out, storage_options).to_pandas()
     return t.sort_values(["video_id", "object_id", "frame_index"]).reset_index(drop=True)
+
+
+def run_killing_an_actor(start, out: Path, timeout: float = 600) -> RunSummary:
+    """Call `start()` (a run writing to `out`) in a thread; once its first part appears, kill one of its worker
+    actors (ray.kill: the process dies mid-chunk); return the run's summary."""
+    import ray
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(summary=start()))
+    worker.start()
+    deadline = time.time() + 120
+    while not list(out.glob("masklets/*/part-*.parquet")) and time.time() < deadline:
+        time.sleep(0.05)
+    victims = [a for a in ray.util.list_named_actors() if a.startswith("samstream-")]
+    assert victims, "no worker actor found"
+    ray.kill(ray.get_actor(victims[0]))
+    worker.join(timeout)
+    return result["summary"]

@@ -6,19 +6,17 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow.dataset as ds
-import ray
 import s3fs
 import torch
 
 from model import Prompt, StreamingTracker, embedded_checkpoint, load_model
-from tests.corpus import H, REPO, W, make_corpus, prompts_json, run, sorted_table
+from tests.corpus import H, REPO, W, make_corpus, prompts_json, run, run_killing_an_actor, sorted_table
 from tests.encoded_videos import truncate_file, write_video, write_video_without_frames
 from tests.videos import moving_shapes
 from workers.masklets import MASKLET_PARTITIONING, decode_rle
@@ -131,17 +129,8 @@ def test_killed_actor_is_replaced_and_output_unchanged(tmp_path, ray_cluster):
     manifest = make_corpus(tmp_path, [120, 90])
     baseline = run(manifest, str(tmp_path / "calm"), chunk_frames=8, actors=1)
     out = tmp_path / "chaos"
-    result = {}
-    worker = threading.Thread(target=lambda: result.update(summary=run(manifest, str(out), chunk_frames=8, actors=1)))
-    worker.start()
-    deadline = time.time() + 120
-    while not list(out.glob("masklets/*/part-*.parquet")) and time.time() < deadline:
-        time.sleep(0.05)
-    victims = [a for a in ray.util.list_named_actors() if a.startswith("samstream-")]
-    assert victims, "no worker actor found"
-    ray.kill(ray.get_actor(victims[0]))
-    worker.join(300)
-    assert result["summary"].videos_ok == 2 and result["summary"].actor_replacements >= 1
+    summary = run_killing_an_actor(lambda: run(manifest, str(out), chunk_frames=8, actors=1), out)
+    assert summary.videos_ok == 2 and summary.actor_replacements >= 1
     assert baseline.actor_replacements == 0
     assert sorted_table(str(out)).equals(sorted_table(str(tmp_path / "calm")))
 
