@@ -45,26 +45,29 @@ def finish_video(output: RunOutput, plans: list[StreamPlan], stitch_iou: float) 
     footers = [[output.part_tracks(vid, p.stream, c) for c in range(len(p.chunks))] for p in plans]
     if any(f is None for parts in footers for f in parts):
         return VideoTracks(None, "verification: a part lacks its track statistics")
-    given = set(plans[0].first_frames) | {o for p in plans for o in p.first_frames}
+    given = {o for p in plans for o in p.first_frames}  # user-given ids, of any segment
     if any(f.ids == LOCAL for parts in footers for f in parts):
         try:
             mapping = _stitch(output, plans, footers, stitch_iou, given)
-        except StitchInputError as e:
-            return VideoTracks(None, str(e))
+        except SamstreamError as e:  # overlap rows gone or not stitchable: this video fails, not the run
+            return VideoTracks(None, f"stitching: {e}")
         _relabel_parts(output, plans, footers, mapping)
     return _summarise(output, vid, footers, given)
 
 
 def _stitch(output: RunOutput, plans: list[StreamPlan], footers, floor: float, given: set[int]) -> tuple:
-    segments = []
-    for p, parts in zip(plans, footers):
-        ids = sorted({o for f in parts for o in f.tracks})
-        segments.append(SegmentTracks(p.segment.index, tuple(ids), frozenset(o for o in ids if o in given)))
-    overlaps = []
-    for earlier, later in zip(plans, plans[1:]):
+    overlaps, rows = [], {}
+    for k, (earlier, later) in enumerate(zip(plans, plans[1:])):
         frames = range(later.segment.start, earlier.segment.stop)
-        overlaps.append(overlap_iou(_overlap_rows(output, earlier, frames), _overlap_rows(output, later, frames),
-                                    frames))
+        tail, head = _overlap_rows(output, earlier, frames), _overlap_rows(output, later, frames)
+        rows.setdefault(k, set()).update(tail.column("object_id").to_pylist())
+        rows.setdefault(k + 1, set()).update(head.column("object_id").to_pylist())
+        overlaps.append(overlap_iou(tail, head, frames))
+    segments = []
+    for k, (p, parts) in enumerate(zip(plans, footers)):
+        # A track may have rows on an overlap only (found after its middle, or ended before it): no part row.
+        ids = sorted({o for f in parts for o in f.tracks} | rows.get(k, set()))
+        segments.append(SegmentTracks(p.segment.index, tuple(ids), frozenset(o for o in ids if o in given)))
     return stitch(segments, overlaps, floor, plans[0].discover_from).mapping
 
 
@@ -74,29 +77,27 @@ def _overlap_rows(output: RunOutput, plan: StreamPlan, frames: range) -> pa.Tabl
         if start < frames.stop and stop > frames.start:
             t = output.read_overlap(plan.stream, c)
             if t is None:
-                raise StitchInputError(f"stitching: the overlap rows of stream {plan.stream} chunk {c} are gone; "
-                                       f"run again to recompute the video")
+                raise StitchInputError(f"the overlap rows of stream {plan.stream} chunk {c} are gone; run again to "
+                                       f"recompute the video")
             tables.append(t)
     return pa.concat_tables(tables)
 
 
 def _relabel_parts(output: RunOutput, plans: list[StreamPlan], footers, mapping: tuple) -> None:
-    """Rewrite every part still holding local ids; threads, since each is one read and one write."""
+    """Rewrite every part still holding local ids (threads: each is one read and one write); `footers` is
+    updated to what was written."""
     def one(job):
-        p, c, ids = job
+        k, c = job
+        p, ids = plans[k], mapping[plans[k].segment.index]
         table = relabel(output.read_part(p.entry.video_id, p.stream, c), ids)
-        tracks = PartTracks(p.segment.index, GLOBAL, {ids[o]: s for o, s in footers_of(p, c).tracks.items()})
+        tracks = PartTracks(p.segment.index, GLOBAL, {ids[o]: s for o, s in footers[k][c].tracks.items()})
         output.write_part(p.entry.video_id, p.stream, c, with_tracks(table.replace_schema_metadata(None), tracks))
-        return p, c, tracks
+        return k, c, tracks
 
-    def footers_of(p, c):
-        return footers[plans.index(p)][c]
-
-    jobs = [(p, c, mapping[p.segment.index]) for p, parts in zip(plans, footers)
-            for c, f in enumerate(parts) if f.ids == LOCAL]
+    jobs = [(k, c) for k, parts in enumerate(footers) for c, f in enumerate(parts) if f.ids == LOCAL]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        for p, c, tracks in pool.map(one, jobs):
-            footers[plans.index(p)][c] = tracks
+        for k, c, tracks in pool.map(one, jobs):
+            footers[k][c] = tracks
 
 
 def _summarise(output: RunOutput, vid: str, footers, given: set[int]) -> VideoTracks:

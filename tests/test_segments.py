@@ -54,3 +54,61 @@ def test_track_statistics_travel_in_the_footer_and_survive_relabelling(tmp_path)
     out.write_part("v", 5, 2, table)  # a segment job's part carries none
     assert out.part_tracks("v", 5, 2) is None
     assert GLOBAL != LOCAL
+
+
+def _segment_output(tmp_path):
+    """A 20-frame video in 2 segments ([0, 12), [8, 20), overlap 4, rows cut at 10) written by hand: object A
+    (square) throughout, as 1 then 2; object B appears at frame 11, after segment 0's cut: its rows there are
+    overlap rows only; segment 1 numbers B 1 and A 2 (swapped)."""
+    from cluster.manifest import VideoEntry
+    from cluster.plan import plan_segments
+    from workers.video_source import VideoInfo
+    plans, failures = plan_segments([VideoEntry(0, "v.mp4", "v")], [VideoInfo("v.mp4", 20, 24.0, 8, 8)],
+                                    chunk_frames=6, segment_frames=12, overlap=4)
+    assert not failures and [p.segment.rows for p in plans] == [(0, 10), (10, 20)]
+
+    def masks(f, ids):
+        m = np.zeros((len(ids), 8, 8), bool)
+        for i, o in enumerate(ids):
+            if o == "A":
+                m[i, 0:4, 0:4] = True
+            elif f >= 11:
+                m[i, 4:8, 4:8] = True
+        return m
+
+    out = RunOutput(str(tmp_path))
+    names = [{"A": 1, "B": 3}, {"A": 2, "B": 1}]  # local ids per segment
+    for p in plans:
+        for c in range(len(p.chunks)):
+            task, own, lap = p.task(c), ChunkRows("v"), ChunkRows("v")
+            for f in range(task.start, task.stop):
+                objs = ["A"] + (["B"] if f >= 11 or (p.segment.index == 1) else [])
+                ids = [names[p.segment.index][o] for o in objs]
+                row = (f, f / 24, ids, masks(f, objs), [0.9] * len(ids), [0.9] * len(ids))
+                if task.rows[0] <= f < task.rows[1]:
+                    own.add(*row)
+                if any(a <= f < b for a, b in task.overlaps):
+                    lap.add(*row)
+            if task.overlaps:
+                out.write_overlap(p.stream, c, lap.to_table())
+            table = own.to_table()
+            out.write_part("v", p.stream, c, with_tracks(table, part_tracks(table, p.segment.index, LOCAL)))
+    return out, plans
+
+
+def test_stitching_links_a_track_seen_only_on_the_overlap(tmp_path):
+    from cluster.pseudo_label import finish_video
+    out, plans = _segment_output(tmp_path)
+    result = finish_video(out, plans, stitch_iou=0.5)
+    assert result.error is None, result.error
+    rows = out.video_keys("v").to_pandas()
+    assert len(rows) == len(rows.drop_duplicates()) == 20 + 10  # A on 20 frames, B on segment 1's 10
+    tracks = result.table.to_pandas().set_index("object_id")
+    # Chains numbered by (first segment, local id): A (segment 0's 1) is 1, B (segment 0's 3, seen on its
+    # overlap rows only, linked to segment 1's 1) is 2; no part row carries segment 0's B.
+    assert sorted(tracks.index) == [1, 2]
+    assert list(tracks.loc[1, "segments"]) == [0, 1] and tracks.loc[1, "frames"] == 20
+    assert list(tracks.loc[2, "segments"]) == [1] and tracks.loc[2, "first_frame"] == 10
+    assert all(out.part_tracks("v", p.stream, c).ids == GLOBAL for p in plans for c in range(len(p.chunks)))
+    again = finish_video(out, plans, stitch_iou=0.5)  # a restart after relabelling: nothing changes
+    assert again.table.equals(result.table)
