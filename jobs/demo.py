@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from pathlib import Path
 from jobs import evaluate as evaluate_job
 from jobs import pseudo_label, segment
 from jobs.evaluate import MaskletSource, Options, evaluate, print_summary, summarize
+from workers.masklets import escape_video_id
 from workers.output import read_masklets
 from workers.preview import write_contact_sheet, write_preview_video
 from workers.synthetic import PROMPT_KINDS, SyntheticConfig, write_corpus
@@ -125,7 +127,12 @@ def pseudo_label_step(out: Path, manifest: Path, truth: Path, group: str, args) 
     code = pseudo_label.main(job + (["--checkpoint", args.checkpoint] if args.checkpoint else []))
     if code not in (0, 2):
         return code
-    evaluate_job.main(["--unsupervised", "--pred", str(labels), "--gt", str(truth), "--no-progress",
+    # The truth of that one video (the group's truth holds all of the group's videos).
+    escaped = f"video_id={escape_video_id(first['video_id'])}"
+    one = out / "corpus" / "pseudo-label-truth" / "masklets" / escaped
+    shutil.rmtree(one, ignore_errors=True)
+    shutil.copytree(truth / "masklets" / escaped, one)
+    evaluate_job.main(["--unsupervised", "--pred", str(labels), "--gt", str(one.parent.parent), "--no-progress",
                        "--out", str(labels / "metrics_unsupervised.parquet")])
     preview(out, unprompted, labels, group, "-pseudo", video=False)
     return code
