@@ -86,6 +86,11 @@ def test_default_points_per_side():
     assert default_points_per_side(get_config("sam2.1-large")) == 32
     assert default_points_per_side(get_config("sam2.1-tiny", image_size=256)) == 32
     assert default_points_per_side(get_config("synthetic-tiny")) == 16
+    sam2, ours = (AutoMaskConfig().resolved(get_config(p)) for p in ("sam2.1-tiny", "synthetic-tiny"))
+    assert (sam2.pred_iou_thresh, sam2.stability_score_thresh, sam2.stability_score_offset) == (0.8, 0.95, 1.0)
+    assert (ours.pred_iou_thresh, ours.stability_score_thresh, ours.stability_score_offset) == (0.6, 0.8, 0.4)
+    given = AutoMaskConfig(pred_iou_thresh=0.3).resolved(get_config("synthetic-tiny"))
+    assert given.pred_iou_thresh == 0.3 and given.points_per_side == 16
 
 
 @pytest.mark.parametrize("field,value", [("points_per_side", 0), ("points_per_batch", 0), ("pred_iou_thresh", 1.5),
@@ -183,7 +188,8 @@ class FakeMaskDecoder(nn.Module):
 class FakeModel(nn.Module):
     def __init__(self, decoder):
         super().__init__()
-        self.cfg = get_config("synthetic-tiny")
+        # synthetic-tiny's shapes with SAM 2's thresholds: the hand-made answers are placed around those.
+        self.cfg = dataclasses.replace(get_config("synthetic-tiny"), auto_mask_thresholds=(0.8, 0.95, 1.0))
         self.sam_prompt_encoder = FakePromptEncoder()
         self.sam_mask_decoder = decoder
 
