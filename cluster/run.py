@@ -22,7 +22,7 @@ from .config import RunConfig
 from .connect import actor_resources, ray_session
 from .plan import StreamPlan, plan_segments, plan_streams, probe_all
 from .pseudo_label import finish_video
-from .schedule import Scheduler, StreamProgress, missing_chunks, restart_chunk
+from .schedule import Scheduler, StreamProgress, missing_chunks, remaining_frames, restart_chunk
 
 NO_PROMPTS = "no prompts: nothing to track (the model was not run)"
 
@@ -218,7 +218,7 @@ def _finish_pseudo_labels(streams: list[StreamProgress], config: RunConfig, outp
 
 
 def _schedule(todo: list[StreamProgress], config: RunConfig) -> int:
-    frames = sum(s.plan.chunks[s.stop - 1][1] - s.plan.chunks[s.next_chunk][0] for s in todo)
+    frames = sum(remaining_frames(s) for s in todo)
     with ray_session(config.address, config.num_cpus, config.num_gpus) as resources:
         _trap_sigterm()
         n, request = actor_resources(resources, config.actors, config.threads_per_actor)

@@ -1,7 +1,11 @@
 """The driver loop: a pool of StreamWorker actors, streams pinned to actors, chunks in order, retries.
 
-Each stream lives on one actor (its memory stays in that actor between chunks); an actor runs up to
-`streams_per_actor` streams at once, one chunk of each per call, batched through the model. A chunk that
+Each stream lives on one actor once started (its memory stays in that actor between chunks); an actor runs up
+to `streams_per_actor` streams at once, one chunk of each per call, batched through the model. Streams not yet
+started wait in one queue, longest first, and go to whichever actor has a free stream slot (an idle actor
+first, then the one running fewest streams): an actor that finishes early takes more work, so no actor sits
+idle while another holds a queue. (`assignment="static"`, every stream dealt to an actor up front by its frame
+count, is kept as the baseline benchmarks/schedule_makespan.py measures against.) A chunk that
 fails for a storage reason, or whose actor died, is run again (after a backoff) from the newest snapshot
 before it, or from the stream's start; after `max_retries` failed attempts its video is recorded failed.
 A dead actor is replaced. Chunks are idempotent (deterministic part names, atomic writes), so a chunk that
@@ -10,6 +14,7 @@ ran twice leaves one copy. The driver never raises on an actor's error.
 
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 
 import ray
@@ -52,6 +57,11 @@ def restart_chunk(plan: StreamPlan, output: RunOutput, chunk: int) -> int:
     return kept[-1] + 1 if kept else 0
 
 
+def remaining_frames(s: StreamProgress) -> int:
+    """Frames the stream still has to compute in this run: its share of the work."""
+    return s.plan.chunks[s.stop - 1][1] - s.plan.chunks[s.next_chunk][0] if s.next_chunk < s.stop else 0
+
+
 def missing_chunks(plan: StreamPlan, output: RunOutput) -> list[int]:
     """Chunks whose part is absent, unreadable or has another number of rows than the plan expects (any
     number when objects are discovered)."""
@@ -70,25 +80,37 @@ class _Slot:
 
     index: int
     actor: object = None
-    queue: list = field(default_factory=list)  # streams waiting for this actor
+    queue: list = field(default_factory=list)  # streams dealt to this actor up front (static assignment only)
     active: list = field(default_factory=list)  # streams admitted to it
     call: object = None  # the in-flight ObjectRef
     running: list = field(default_factory=list)  # the streams of that call
 
 
+ASSIGNMENTS = ("dynamic", "static")
+
+
 class Scheduler:
-    def __init__(self, config: RunConfig, num_actors: int, resources: dict, streams_per_actor: int, progress=None):
+    def __init__(self, config: RunConfig, num_actors: int, resources: dict, streams_per_actor: int, progress=None,
+                 worker: type = StreamWorker, assignment: str = "dynamic"):
+        if assignment not in ASSIGNMENTS:
+            raise ValueError(f"assignment must be one of {ASSIGNMENTS}, got {assignment!r}")
         self.config, self.resources, self.streams_per_actor = config, resources, streams_per_actor
         self.output = RunOutput(config.out, config.storage_options)
         self.slots = [_Slot(i) for i in range(num_actors)]
         self.progress = progress
+        self.worker, self.assignment = worker, assignment  # the actor class: StreamWorker, or a stand-in
+        self.unstarted: deque[StreamProgress] = deque()  # dynamic assignment: streams no actor has yet
         self.actors_started = 0  # replacements included
         self.run_id = uuid.uuid4().hex[:8]  # actor names unique per run: names are released lazily
 
     def run(self, streams: list[StreamProgress]) -> None:
-        for s in streams:  # longest first onto the least loaded actor
-            slot = min(self.slots, key=lambda sl: (sum(x.plan.num_frames for x in sl.queue), sl.index))
-            slot.queue.append(s)
+        streams = sorted(streams, key=lambda s: -remaining_frames(s))  # longest first: the tail is short
+        if self.assignment == "static":
+            for s in streams:  # onto the actor with the fewest frames dealt so far
+                slot = min(self.slots, key=lambda sl: (sum(remaining_frames(x) for x in sl.queue), sl.index))
+                slot.queue.append(s)
+        else:
+            self.unstarted.extend(streams)
         try:
             self._loop()
         finally:  # also on Ctrl-C: no actor outlives the run
@@ -97,11 +119,13 @@ class Scheduler:
 
     def _loop(self) -> None:
         while True:
+            self._admit()
             for slot in self.slots:
                 if slot.call is None:
                     self._submit(slot)
             calls = [slot.call for slot in self.slots if slot.call is not None]
             waiting = [s for slot in self.slots for s in slot.active + slot.queue if not s.done]
+            waiting += [s for s in self.unstarted if not s.done]
             if not calls and not waiting:
                 return
             now = time.monotonic()
@@ -112,6 +136,18 @@ class Scheduler:
             ready, _ = ray.wait(calls, num_returns=1, timeout=min(backoff) if backoff else None)
             for ref in ready:
                 self._collect(next(sl for sl in self.slots if sl.call == ref))
+
+    def _admit(self) -> None:
+        """Hand unstarted streams to actors with a free stream slot: idle actors first, then the actor running
+        the fewest streams (it joins that actor's next call)."""
+        for slot in self.slots:
+            slot.active = [s for s in slot.active if not s.done]
+        while self.unstarted:
+            free = [sl for sl in self.slots if len(sl.active) < self.streams_per_actor]
+            if not free:
+                return
+            slot = min(free, key=lambda sl: (sl.call is not None, len(sl.active), sl.index))
+            slot.active.append(self.unstarted.popleft())
 
     def _submit(self, slot: _Slot) -> None:
         slot.active = [s for s in slot.active if not s.done]
@@ -127,7 +163,7 @@ class Scheduler:
         slot.call = slot.actor.run.remote([s.plan.task(s.next_chunk) for s in slot.running])
 
     def _new_actor(self, slot: _Slot):
-        cls = ray.remote(StreamWorker).options(
+        cls = ray.remote(self.worker).options(
             name=f"samstream-{self.run_id}-worker-{slot.index}-{self.actors_started}", max_restarts=0,
             **self.resources)
         self.actors_started += 1

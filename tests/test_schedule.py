@@ -1,0 +1,86 @@
+"""Scheduling across actors: unstarted streams go to whichever actor has a free stream slot.
+
+The makespan test runs the real Scheduler on a local Ray with stand-in actors that sleep per frame
+(benchmarks/schedule_makespan.py), over one long video and many short ones whose per-frame costs the
+scheduler does not know, and compares it with the ideal and with the static (dealt up front) assignment.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.schedule_makespan import _plans, measure, unbalanced_corpus
+from cluster.config import RunConfig
+from cluster.schedule import Scheduler, StreamProgress, remaining_frames
+from workers.tasks import ModelSpec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _scheduler(tmp_path, actors: int, per_actor: int, assignment: str = "dynamic") -> Scheduler:
+    config = RunConfig(out=str(tmp_path), model=ModelSpec("sim"), progress=False)
+    return Scheduler(config, actors, {"num_cpus": 0}, per_actor, assignment=assignment)
+
+
+def _streams(frames: list[int]) -> list[StreamProgress]:
+    corpus = unbalanced_corpus(shorts=len(frames) - 1)
+    corpus = type(corpus)(tuple(frames), corpus.ms_per_frame)
+    return [StreamProgress(p, 0) for p in _plans(corpus, chunk_frames=100)]
+
+
+def test_admission_spreads_streams_over_idle_actors_first(tmp_path):
+    sched = _scheduler(tmp_path, actors=3, per_actor=2)
+    streams = _streams([500, 400, 300, 200])
+    sched.unstarted.extend(streams)
+    sched._admit()
+    # One stream per actor before any actor gets a second, longest first.
+    assert [[s.plan.stream for s in sl.active] for sl in sched.slots] == [[0, 3], [1], [2]]
+    assert not sched.unstarted
+
+
+def test_admission_prefers_an_idle_actor_and_respects_the_slot_limit(tmp_path):
+    sched = _scheduler(tmp_path, actors=2, per_actor=2)
+    streams = _streams([500, 400, 300, 200, 100])
+    sched.slots[0].active, sched.slots[0].call = [streams[0]], object()  # busy, one slot free
+    sched.slots[1].active = [streams[1]]  # idle, one slot free
+    sched.unstarted.extend(streams[2:])
+    sched._admit()
+    assert [s.plan.stream for s in sched.slots[1].active] == [1, 2]  # the idle actor first
+    assert [s.plan.stream for s in sched.slots[0].active] == [0, 3]  # then the busy one's free slot
+    assert [s.plan.stream for s in sched.unstarted] == [4]  # no slot left: it waits
+
+
+def test_finished_streams_free_their_slot(tmp_path):
+    sched = _scheduler(tmp_path, actors=1, per_actor=1)
+    first, second = _streams([300, 200])
+    sched.slots[0].active = [first]
+    sched.unstarted.append(second)
+    sched._admit()
+    assert sched.slots[0].active == [first]
+    first.next_chunk = first.stop  # done
+    assert remaining_frames(first) == 0
+    sched._admit()
+    assert sched.slots[0].active == [second]
+
+
+def test_unknown_assignment_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="'round-robin'"):
+        _scheduler(tmp_path, 1, 1, assignment="round-robin")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    yield ray
+    ray.shutdown()
+
+
+def test_dynamic_makespan_is_near_ideal_on_an_unbalanced_corpus(local_ray, tmp_path):
+    corpus = unbalanced_corpus(seed=0)  # 1 x 3000 frames, 120 x 100 frames at 1-5x the cost per frame
+    dynamic = measure(corpus, "dynamic", actors=8, out=str(tmp_path / "dynamic"))
+    static = measure(corpus, "static", actors=8, out=str(tmp_path / "static"))
+    print(f"\nmakespan / ideal ({dynamic.ideal:.2f} s): dynamic {dynamic.ratio:.3f}, static {static.ratio:.3f}")
+    assert dynamic.ratio <= 1.1, f"dynamic assignment took {dynamic.seconds:.2f} s, ideal {dynamic.ideal:.2f} s"
+    assert dynamic.seconds < static.seconds
