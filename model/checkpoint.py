@@ -8,9 +8,7 @@ import re
 import zipfile
 from pathlib import Path
 
-import fsspec
 import torch
-from fsspec.implementations.local import LocalFileSystem
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import load_file as load_safetensors_file
 
@@ -61,10 +59,7 @@ def read_state_dict(url: str, storage_options: dict | None = None) -> dict[str, 
     """Tensors of a checkpoint: an official .pt (its "model" entry), a bare state dict, or safetensors.
     Local files are memory-mapped (no second copy of the weights in memory); others are read whole."""
     try:
-        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        local = isinstance(fs, LocalFileSystem)
-        with fs.open(path, "rb") as f:
-            data = f.read(9) if local else f.read()
+        path, local, data = _read_head_or_whole(url, storage_options)
     except (OSError, ValueError) as e:
         raise CheckpointError(f"cannot read checkpoint {url}: {e}", url) from e
     try:
@@ -80,6 +75,23 @@ def read_state_dict(url: str, storage_options: dict | None = None) -> dict[str, 
         raise CheckpointError(f"checkpoint {url} holds no state dict of tensors (top level: "
                               f"{type(obj).__name__})", url)
     return state_dict
+
+
+def _read_head_or_whole(url: str, storage_options: dict | None) -> tuple[str, bool, bytes]:
+    """(path, is local, bytes): a local file's first 9 bytes (it is memory-mapped later), anything else whole.
+    fsspec is imported only for remote URLs: the model package runs where only torch, numpy and safetensors are
+    installed (a GPU image), and a local path needs nothing more."""
+    if "://" not in url or url.startswith("file://"):
+        path = str(Path(url.removeprefix("file://")).expanduser().absolute())
+        with open(path, "rb") as f:
+            return path, True, f.read(9)
+    import fsspec
+    from fsspec.implementations.local import LocalFileSystem
+
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    local = isinstance(fs, LocalFileSystem)
+    with fs.open(path, "rb") as f:
+        return path, local, f.read(9) if local else f.read()
 
 
 def check_state_dict(model: SAM2Model, state_dict: dict[str, torch.Tensor], url: str) -> None:

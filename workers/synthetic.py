@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .masklets import ChunkRows, encode_masks
-from .output import RunOutput
 from .synthetic_render import FLAT_COLORS, OCCLUDER, SyntheticVideo, reappearances, render_video
 from .synthetic_scene import Event, SyntheticConfig, SyntheticError
-from .video_writer import write_mp4
+
+# Rendering needs numpy only, so training runs where PyAV and pycocotools are not installed (a GPU image):
+# the masklet and mp4 writers are imported where a corpus or a mask prompt is written.
 
 __all__ = [
     "FLAT_COLORS", "OCCLUDER", "PROMPT_KINDS", "SPLITS", "SPLIT_STRIDE", "Event", "SyntheticConfig",
@@ -113,6 +113,8 @@ def _prompt(object_id: int, frame: int, mask: np.ndarray, kind: str) -> dict:
         ys, xs = np.nonzero(mask)
         prompt["box"] = [float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())]
     else:
+        from .masklets import encode_masks
+
         counts, _, _ = encode_masks(mask[None])
         prompt["mask"] = {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts[0]}
     return prompt
@@ -141,6 +143,8 @@ def first_frame_prompts(video: SyntheticVideo, kind: str = "points", min_area: i
 def truth_table(video: SyntheticVideo, video_id: str, prompts: Sequence[dict] = ()) -> pa.Table:
     """The ground truth as masklet rows (MASKLET_SCHEMA): one row per object per frame, score 1, object_score
     1 where visible, is_prompt on each prompt's frame."""
+    from .masklets import ChunkRows
+
     rows = ChunkRows(video_id)
     prompted = {(p["object_id"], p["frame_index"]) for p in prompts}
     visible = video.visible
@@ -179,6 +183,9 @@ def write_corpus(out_dir, split: str, count: int, config: SyntheticConfig | None
     out = Path(out_dir).resolve()
     (out / "videos").mkdir(parents=True, exist_ok=True)
     (out / "truth").mkdir(exist_ok=True)
+    from .output import RunOutput
+    from .video_writer import write_mp4
+
     writer = RunOutput(str(out / "truth"))
     manifest, records = [], []
     for index in range(start, start + count):
