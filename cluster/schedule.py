@@ -4,7 +4,7 @@ Each stream lives on one actor once started (its memory stays in that actor betw
 to `streams_per_actor` streams at once, one chunk of each per call, batched through the model. Streams not yet
 started wait in one queue, longest first, and go to whichever actor has a free stream slot (an idle actor
 first, then the one running fewest streams): an actor that finishes early takes more work, so no actor sits
-idle while another holds a queue. (`assignment="static"`, every stream dealt to an actor up front by its frame
+idle while another holds a queue. A stream longer than a fair share of what is left runs alone on its actor. (`assignment="static"`, every stream dealt to an actor up front by its frame
 count, is kept as the baseline benchmarks/schedule_makespan.py measures against.) A chunk that
 fails for a storage reason, or whose actor died, is run again (after a backoff) from the newest snapshot
 before it, or from the stream's start; after `max_retries` failed attempts its video is recorded failed.
@@ -139,15 +139,25 @@ class Scheduler:
 
     def _admit(self) -> None:
         """Hand unstarted streams to actors with a free stream slot: idle actors first, then the actor running
-        the fewest streams (it joins that actor's next call)."""
+        the fewest streams (it joins that actor's next call). An actor running a stream of at least a fair
+        share of the remaining frames (all of them over the actors) takes no more: that stream is the run's
+        critical path, and streams batched beside it would slow each of its chunks."""
         for slot in self.slots:
             slot.active = [s for s in slot.active if not s.done]
+        if not self.unstarted:
+            return
+        remaining = [remaining_frames(s) for sl in self.slots for s in sl.active]
+        share = (sum(remaining) + sum(remaining_frames(s) for s in self.unstarted)) / len(self.slots)
+        open_ = [sl for sl in self.slots if not any(remaining_frames(s) >= share for s in sl.active)]
         while self.unstarted:
-            free = [sl for sl in self.slots if len(sl.active) < self.streams_per_actor]
+            free = [sl for sl in open_ if len(sl.active) < self.streams_per_actor]
             if not free:
                 return
             slot = min(free, key=lambda sl: (sl.call is not None, len(sl.active), sl.index))
-            slot.active.append(self.unstarted.popleft())
+            stream = self.unstarted.popleft()
+            slot.active.append(stream)
+            if remaining_frames(stream) >= share:
+                open_.remove(slot)
 
     def _submit(self, slot: _Slot) -> None:
         slot.active = [s for s in slot.active if not s.done]

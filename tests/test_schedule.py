@@ -30,7 +30,7 @@ def _streams(frames: list[int]) -> list[StreamProgress]:
 
 def test_admission_spreads_streams_over_idle_actors_first(tmp_path):
     sched = _scheduler(tmp_path, actors=3, per_actor=2)
-    streams = _streams([500, 400, 300, 200])
+    streams = _streams([400, 400, 300, 300])  # none above a fair share (1400 / 3)
     sched.unstarted.extend(streams)
     sched._admit()
     # One stream per actor before any actor gets a second, longest first.
@@ -48,6 +48,19 @@ def test_admission_prefers_an_idle_actor_and_respects_the_slot_limit(tmp_path):
     assert [s.plan.stream for s in sched.slots[1].active] == [1, 2]  # the idle actor first
     assert [s.plan.stream for s in sched.slots[0].active] == [0, 3]  # then the busy one's free slot
     assert [s.plan.stream for s in sched.unstarted] == [4]  # no slot left: it waits
+
+
+def test_a_stream_longer_than_a_fair_share_runs_alone(tmp_path):
+    sched = _scheduler(tmp_path, actors=2, per_actor=4)
+    streams = _streams([3000, 300, 300, 300, 300, 300])  # fair share: 4500 / 2 actors
+    sched.unstarted.extend(streams)
+    sched._admit()
+    assert [s.plan.stream for s in sched.slots[0].active] == [0]  # the critical path, alone
+    assert [s.plan.stream for s in sched.slots[1].active] == [1, 2, 3, 4]
+    assert [s.plan.stream for s in sched.unstarted] == [5]
+    streams[0].next_chunk = 25  # 500 frames left: no longer the critical path
+    sched._admit()
+    assert [s.plan.stream for s in sched.slots[0].active] == [0, 5]
 
 
 def test_finished_streams_free_their_slot(tmp_path):
