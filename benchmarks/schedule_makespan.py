@@ -106,7 +106,7 @@ class Makespan:
         return self.seconds / self.ideal
 
 
-def _plans(corpus: Corpus, chunk_frames: int):
+def corpus_plans(corpus: Corpus, chunk_frames: int):
     from cluster.manifest import VideoEntry
     from cluster.plan import StreamPlan
     from workers.video_source import VideoInfo
@@ -135,7 +135,7 @@ def measure(corpus: Corpus, assignment: str, actors: int = 8, streams_per_actor:
     config = RunConfig(out=out, model=ModelSpec("sim"), chunk_frames=chunk_frames, progress=False)
     scheduler = Scheduler(config, actors, {"num_cpus": 0}, streams_per_actor, worker=SleepingWorker,
                           assignment=assignment)
-    streams = [StreamProgress(p, 0) for p in _plans(corpus, chunk_frames)]
+    streams = [StreamProgress(p, 0) for p in corpus_plans(corpus, chunk_frames)]
     scheduler.run(streams)
     failed = [s.error for s in streams if s.error]
     if failed or not all(s.done for s in streams):
@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ms-per-frame", type=float, default=1.0, help="the long video's per-frame cost")
     ap.add_argument("--shorts", type=int, default=120)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true", help="print one JSON line per assignment")
     args = ap.parse_args(argv)
     import ray
 
@@ -161,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for assignment in ("dynamic", "static"):
             m = measure(corpus, assignment, args.actors, args.streams_per_actor)
-            print(f"{assignment:8s} makespan {m.seconds:6.2f} s  ideal {m.ideal:6.2f} s  ratio {m.ratio:.3f}")
+            if args.json:
+                print(json.dumps({"assignment": assignment, "seconds": m.seconds, "ideal": m.ideal, "ratio": m.ratio}))
+            else:
+                print(f"{assignment:8s} makespan {m.seconds:6.2f} s  ideal {m.ideal:6.2f} s  ratio {m.ratio:.3f}")
     finally:
         ray.shutdown()
     return 0
