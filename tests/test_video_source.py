@@ -96,6 +96,15 @@ def test_chunked_reads_equal_one_full_read(videos, name, chunk):
     assert np.array_equal(np.stack(chunks), full)
 
 
+@pytest.mark.parametrize("name", ["h264-mp4", "vp9-webm"])
+def test_decoder_thread_count_does_not_change_the_pixels(videos, name):
+    info = probe_video(videos[name])
+    n = info.num_frames
+    assert np.array_equal(np.stack(read(info, 0, n, threads=1)), np.stack(read(info, 0, n)))
+    with pytest.raises(ValueError, match="-1"):
+        VideoSource(info, threads=-1)
+
+
 def test_seek_that_lands_late_backs_off(videos, source_frames):
     """mpeg4 in mp4 seeks by dts: claiming every frame is a keyframe makes seeks to the B-frames just before a
     real keyframe land after them; the reader must notice (by pts) and back off to an earlier keyframe."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import string
 import urllib.parse
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -123,6 +124,23 @@ def encode_masks(masks: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
     return counts, np.concatenate(boxes), np.concatenate(areas)
 
 
+@dataclass(frozen=True)
+class EncodedMasks:
+    """One frame's masks already as COCO RLE (what ChunkRows.add takes in place of the masks themselves)."""
+
+    counts: list[str]  # COCO compressed counts strings, one per object
+    boxes: np.ndarray  # (O, 4) float32 xywh, as pycocotools' toBbox
+    areas: np.ndarray  # (O,) int64 pixels set
+    height: int  # of every mask
+    width: int
+
+    @classmethod
+    def of(cls, masks) -> EncodedMasks:
+        """Encode (O, H, W) bool / integer masks with pycocotools (encode_masks)."""
+        masks = _mask_stack(masks)
+        return cls(*encode_masks(masks), masks.shape[1], masks.shape[2])
+
+
 def decode_rle(counts: str, height: int, width: int) -> np.ndarray:
     """A COCO compressed counts string -> bool (height, width) mask."""
     rle = {"size": [int(height), int(width)], "counts": counts.encode("ascii")}
@@ -163,9 +181,10 @@ class ChunkRows:
 
     def add(self, frame_index: int, time_s: float, object_ids, masks, scores, object_scores,
             is_prompt=False) -> None:
-        """One frame: one row per object (visible or not). `is_prompt` is a bool or one per object."""
-        masks = _mask_stack(masks)
-        n, height, width = masks.shape
+        """One frame: one row per object (visible or not). `masks` are (O, H, W) masks or their EncodedMasks
+        (the actor encodes them its own way: workers.mask_runs); `is_prompt` is a bool or one per object."""
+        encoded = masks if isinstance(masks, EncodedMasks) else EncodedMasks.of(masks)
+        n, height, width = len(encoded.counts), encoded.height, encoded.width
         if frame_index in self._frames:
             raise MaskletValueError(f"frame {frame_index} was already added to this chunk", frame_index)
         ids = _per_object("object_ids", object_ids, n, np.int64)
@@ -180,7 +199,7 @@ class ChunkRows:
             "object_score": _per_object("object_scores", object_scores, n, np.float32),
             "is_prompt": _per_object("is_prompt", is_prompt, n, np.bool_),
         }
-        cols["mask_rle"], cols["bbox_xywh"], cols["area"] = encode_masks(masks)
+        cols["mask_rle"], cols["bbox_xywh"], cols["area"] = encoded.counts, encoded.boxes, encoded.areas
         cols["visible"] = cols["area"] > 0
         for name, value in cols.items():
             self._cols[name].append(value)

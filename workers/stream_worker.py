@@ -1,8 +1,9 @@
 """StreamWorker: one model on one device, the states of the streams pinned to it, and nothing else.
 
 Thin by design: decode -> step (batched across the streams of one call) -> encode -> write -> snapshot.
-Masks reach the host one frame late: frame t's are copied (non-blocking, on CUDA) and RLE-encoded while the
-device computes frame t + 1, so the frame loop never waits on a device-to-host copy.
+Masks reach the host one frame late: frame t's change bits (workers.mask_runs: computed where the masks are,
+8x fewer bytes than the masks) are copied (non-blocking, on CUDA) and RLE-encoded while the device computes
+frame t + 1, so the frame loop never waits on a device-to-host copy.
 The Ray actor is this class wrapped by cluster/ (`ray.remote(StreamWorker)`), so it also runs without Ray.
 """
 
@@ -17,6 +18,7 @@ import torch
 from model import StateError, StreamingTracker, TrackerState, load_model
 
 from .host_allocator import tune_host_allocator
+from .mask_runs import change_bits, encode_change_bits
 from .masklets import ChunkRows
 from .output import RunOutput
 from .tasks import ChunkReport, ChunkTask, ModelSpec
@@ -45,7 +47,9 @@ class _Pending:
     running: _Running
     frame: int
     object_ids: list[int]
-    masks: torch.Tensor  # (O, H, W) bool, host (pinned on CUDA, filled by a non-blocking copy)
+    bits: torch.Tensor  # (O, H, ceil(W / 8)) uint8 change bits of the masks, host (pinned on CUDA, filled by a
+    #                     non-blocking copy)
+    size: tuple[int, int]  # (H, W) of the masks
     ious: torch.Tensor  # (O,)
     object_scores: torch.Tensor  # (O,)
     is_prompt: list[bool]
@@ -169,12 +173,15 @@ class StreamWorker:
 
     @staticmethod
     def _start_copy(r: _Running, frame: int, res) -> _Pending:
-        masks, ious, scores = _to_host(res.masks), _to_host(res.ious.float()), _to_host(res.object_scores.float())
+        """Queue frame `frame`'s results for the host: fixed-shape device ops and non-blocking copies only."""
+        bits = _to_host(change_bits(res.masks))
+        ious, scores = _to_host(res.ious.float()), _to_host(res.object_scores.float())
         copied = None
         if res.masks.device.type == "cuda":
             copied = torch.cuda.Event()
             copied.record()
-        return _Pending(r, frame, res.object_ids, masks, ious, scores, res.is_prompt, copied)
+        size = (res.masks.shape[1], res.masks.shape[2])
+        return _Pending(r, frame, res.object_ids, bits, size, ious, scores, res.is_prompt, copied)
 
     def _encode_pending(self) -> None:
         """RLE-encode the pending frames into their chunks' rows (waiting for their copies if need be). On CUDA
@@ -184,12 +191,16 @@ class StreamWorker:
             if p.copied is not None:
                 p.copied.synchronize()
             r, task = p.running, p.running.task
-            row = (p.frame, float(r.times[p.frame - task.start]), p.object_ids, p.masks.numpy(), p.ious.numpy(),
-                   p.object_scores.numpy(), p.is_prompt)
-            if task.rows is None or task.rows[0] <= p.frame < task.rows[1]:
-                r.rows.add(*row)
-            if any(a <= p.frame < b for a, b in task.overlaps):
-                r.overlap_rows.add(*row)
+            own = task.rows is None or task.rows[0] <= p.frame < task.rows[1]
+            overlap = any(a <= p.frame < b for a, b in task.overlaps)
+            if own or overlap:  # encoded once for both tables
+                row = (p.frame, float(r.times[p.frame - task.start]), p.object_ids,
+                       encode_change_bits(p.bits.numpy(), *p.size), p.ious.numpy(), p.object_scores.numpy(),
+                       p.is_prompt)
+                if own:
+                    r.rows.add(*row)
+                if overlap:
+                    r.overlap_rows.add(*row)
             r.report.frames += 1
             r.report.seconds["encode"] = r.report.seconds.get("encode", 0.0) + time.perf_counter() - t0
         self.pending = []

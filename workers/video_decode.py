@@ -51,10 +51,11 @@ class ContainerIndex:
 
 
 class Input:
-    """The video stream of a file opened by PyAV; `fresh` while nothing has been read from it."""
+    """The video stream of a file opened by PyAV; `fresh` while nothing has been read from it. `threads`: the
+    decoder's threads (0: FFmpeg's choice, one per core + 1; 1: none, the reading thread decodes)."""
 
-    def __init__(self, open_file: Callable, stream_index: int | None = None):
-        self._open_file, self._stream_index = open_file, stream_index
+    def __init__(self, open_file: Callable, stream_index: int | None = None, threads: int = 0):
+        self._open_file, self._stream_index, self._threads = open_file, stream_index, threads
         self._open()
 
     def _open(self) -> None:
@@ -85,6 +86,7 @@ class Input:
         if stream.type != "video":
             raise DecodeError(f"stream {self._stream_index} is {stream.type}, not video")
         stream.thread_type = "AUTO"  # frame + slice threads: several times faster, same pixels
+        stream.codec_context.thread_count = self._threads
         return stream
 
     def rewind(self) -> None:
@@ -246,11 +248,12 @@ def _frame_rate(stream, pts: np.ndarray) -> float:
 
 # ---- reading ----------------------------------------------------------------------------------------------
 def decode_frames(open_file: Callable, stream_index: int, pts: np.ndarray | None, keyframes: np.ndarray,
-                  seekable: bool, start: int, stop: int) -> Iterator[av.VideoFrame]:
-    """Frames [start, stop) in presentation order, each verified by its pts (when the stream has them)."""
+                  seekable: bool, start: int, stop: int, threads: int = 0) -> Iterator[av.VideoFrame]:
+    """Frames [start, stop) in presentation order, each verified by its pts (when the stream has them).
+    `threads`: the decoder's (Input)."""
     if start >= stop:
         return
-    with Input(open_file, stream_index) as inp:
+    with Input(open_file, stream_index, threads) as inp:
         if pts is None:
             yield from _decode_sequential(inp, start, stop)
         elif not seekable:

@@ -116,12 +116,19 @@ def probe_video(url: str, storage_options: dict | None = None, *, fps: float | N
 
 
 class VideoSource:
-    """Reads frames [start, stop) of a probed video; decoding runs ahead on a thread (`prefetch` frames)."""
+    """Reads frames [start, stop) of a probed video; decoding runs ahead on a thread (`prefetch` frames).
 
-    def __init__(self, info: VideoInfo, storage_options: dict | None = None, prefetch: int = 8):
+    `threads`: the video decoder's own threads (0: FFmpeg's choice, one per core + 1; 1: none). Pixels are the
+    same either way; an actor stepping B streams can give each its share of the cores instead of B x all.
+    """
+
+    def __init__(self, info: VideoInfo, storage_options: dict | None = None, prefetch: int = 8, threads: int = 0):
         if prefetch < 1:
             raise ValueError(f"prefetch must be >= 1, got {prefetch}")
+        if not isinstance(threads, (int, np.integer)) or threads < 0:
+            raise ValueError(f"threads must be an integer >= 0 (0: the decoder's choice), got {threads!r}")
         self.info, self.storage_options, self.prefetch = info, storage_options or {}, prefetch
+        self.threads = int(threads)
         self._live: weakref.WeakSet[FrameIterator] = weakref.WeakSet()
         self._closed = False
 
@@ -151,9 +158,10 @@ class VideoSource:
         self.close()
 
     def _producer(self, start: int, stop: int):
-        info, so = self.info, self.storage_options
-        read = _read_images if info.kind == "frames" else _read_video
-        return lambda: _scrubbed(read(info, so, start, stop), so)
+        info, so, threads = self.info, self.storage_options, self.threads
+        if info.kind == "frames":
+            return lambda: _scrubbed(_read_images(info, so, start, stop), so)
+        return lambda: _scrubbed(_read_video(info, so, start, stop, threads), so)
 
 
 class FrameIterator:
@@ -269,11 +277,11 @@ def _probe_container(fs, path: str, url: str) -> VideoInfo:
                      index.stream_index, index.time_base, index.seekable, packed_pts, _pack(index.keyframes))
 
 
-def _read_video(info: VideoInfo, so: dict, start: int, stop: int) -> Iterator[np.ndarray]:
+def _read_video(info: VideoInfo, so: dict, start: int, stop: int, threads: int = 0) -> Iterator[np.ndarray]:
     fs, path = fsspec.core.url_to_fs(info.url, **so)
     pts = info.pts() if info.packed_pts else None
     frames = decode_frames(lambda: fs.open(path, "rb"), info.stream_index, pts, info.keyframes(), info.seekable,
-                           start, stop)
+                           start, stop, threads)
     try:
         for k, frame in enumerate(frames, start):
             if (frame.height, frame.width) != (info.height, info.width):
