@@ -4,7 +4,9 @@
    vs the StreamingTracker alone on the same, already decoded frames, one thread.
 2. Peak RSS of the actor over a short and a 10x longer video (bounded memory: should be flat).
 
-Usage: python -m benchmarks.segment_overhead [--frames 150] [--videos 4] [--short 300] [--long 3000]
+Videos: the benchmark job's generated scene (jobs/benchmark/scene.py) as H.264, 3 objects prompted on
+frame 0 (a click, a box, a mask). Usage: python -m benchmarks.segment_overhead [--frames 150] [--videos 4]
+[--short 300] [--long 3000] [--size 256]
 """
 
 import argparse
@@ -20,45 +22,43 @@ import numpy as np
 import ray
 import torch
 
-from cluster.manifest import read_manifest
 from cluster.config import RunConfig
-from cluster.run import run_segment
-from model import Prompt, StreamingTracker, load_model
-from tests.encoded_videos import write_video
-from tests.videos import moving_shapes
+from cluster.manifest import read_manifest
+from cluster.run import RunSummary, run_segment
+from jobs.benchmark.job import prompt_json
+from jobs.benchmark.scene import first_prompts, render_frame
+from model import StreamingTracker, load_model
 from workers.tasks import ModelSpec
 from workers.video_source import VideoSource, probe_video
+from workers.video_writer import write_mp4
 
-H, W = 240, 320
-PROMPTS = [{"object_id": 1, "points": [[0.3 * W, 0.35 * H]], "labels": [1]},
-           {"object_id": 2, "box": [0.55 * W, 0.5 * H, 0.75 * W, 0.7 * H]},
-           {"object_id": 3, "points": [[0.5 * W, 0.8 * H]], "labels": [1]}]
+OBJECTS = 3
 
 
-def corpus(folder: Path, lengths: list[int], name: str) -> Path:
+def corpus(folder: Path, lengths: list[int], name: str, size: int) -> Path:
     rows = []
+    prompts = [prompt_json(p) for p in first_prompts(size, OBJECTS)]
     for i, n in enumerate(lengths):
         path = folder / f"{name}{i}.mp4"
-        frames = np.concatenate([moving_shapes(min(300, n - s), H, W, seed=i) for s in range(0, n, 300)])
-        write_video(path, frames, fps=24)
-        rows.append({"url": str(path), "video_id": f"{name}{i}", "prompts": PROMPTS})
+        write_mp4(path, np.stack([render_frame(t, size, OBJECTS) for t in range(n)]), fps=24)
+        rows.append({"url": str(path), "video_id": f"{name}{i}", "prompts": prompts})
     manifest = folder / f"{name}.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return manifest
 
 
-def job(manifest: Path, out: Path) -> dict:
+def job(manifest: Path, out: Path) -> RunSummary:
     config = RunConfig(out=str(out), model=ModelSpec("synthetic-tiny"), chunk_frames=64, actors=1,
                        progress=False)
     return run_segment(read_manifest(str(manifest)), config)
 
 
-def tracker_alone(manifest: Path) -> float:
+def tracker_alone(manifest: Path, size: int) -> float:
     """Frames/s of the tracker on pre-decoded frames, one thread, as one actor runs it."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
     tracker = StreamingTracker(load_model("synthetic-tiny"))
-    first = [Prompt(p["object_id"], points=p.get("points"), labels=p.get("labels"), box=p.get("box")) for p in PROMPTS]
+    first = first_prompts(size, OBJECTS)
     frames_total, seconds = 0, 0.0
     for entry in read_manifest(str(manifest)):
         info = probe_video(entry.url)
@@ -78,13 +78,14 @@ def main(argv=None):
     ap.add_argument("--videos", type=int, default=4)
     ap.add_argument("--short", type=int, default=300)
     ap.add_argument("--long", type=int, default=3000)
+    ap.add_argument("--size", type=int, default=256, help="frame width and height")
     args = ap.parse_args(argv)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        manifest = corpus(tmp, [args.frames] * args.videos, "v")
+        manifest = corpus(tmp, [args.frames] * args.videos, "v", args.size)
         summary = job(manifest, tmp / "out")
-        alone = tracker_alone(manifest)
+        alone = tracker_alone(manifest, args.size)
         steady = summary.frames / sum(v for k, v in summary.stage_seconds.items())
         print(f"job: {summary.frames} frames in {summary.seconds:.1f} s = {summary.frames_per_s:.2f} "
               f"frames/s end to end (Ray start, probing, actor start included); {steady:.2f} frames/s in the "
@@ -92,8 +93,8 @@ def main(argv=None):
         print(f"tracker alone: {alone:.2f} frames/s; job / tracker: end to end {summary.frames_per_s / alone:.2f}, "
               f"chunk work {steady / alone:.2f}")
         for n in (args.short, args.long):
-            s = job(corpus(tmp, [n], f"len{n}_"), tmp / f"out{n}")
-            print(f"{n} frames: actor peak RSS {s['actor_peak_rss_mb']:.0f} MB ({s['frames_per_s']:.2f} frames/s)")
+            s = job(corpus(tmp, [n], f"len{n}_", args.size), tmp / f"out{n}")
+            print(f"{n} frames: actor peak RSS {s.actor_peak_rss_mb:.0f} MB ({s.frames_per_s:.2f} frames/s)")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from jobs.benchmark import main
-from jobs.benchmark_report import SCHEMA, STAGE_COLUMNS
+from jobs.benchmark.report import SCHEMA, STAGE_COLUMNS
 
 TINY = ["--preset", "sam2.1-tiny", "--image-size", "64", "--objects", "3", "--frames", "4", "--batch-sizes", "1,2",
         "--actors", "1", "--memory-lengths", "8,16", "--repeats", "1", "--profile-frames", "3", "--threads", "1"]

@@ -7,16 +7,12 @@ import s3fs
 import torch
 from safetensors.torch import save_file
 
+from jobs.benchmark.reference import REFERENCE_CONFIGS, build_reference
 from model import PRESETS, CheckpointError, UnknownPresetError, load_model, suggest_preset
-from tests.conftest import REFERENCE_CONFIGS
 
 
 def reference_state_dict(preset: str) -> dict[str, torch.Tensor]:
-    from sam2.build_sam import build_sam2_video_predictor
-
-    torch.manual_seed(0)
-    ref = build_sam2_video_predictor(REFERENCE_CONFIGS[preset], ckpt_path=None, device="cpu")
-    return ref.state_dict()
+    return build_reference(preset, seed=0).state_dict()  # at the config's image size, as Meta saved them
 
 
 @pytest.mark.parametrize("preset", sorted(REFERENCE_CONFIGS))

@@ -4,24 +4,19 @@ The reference modules are instantiated from the `image_encoder` node of each off
 from our presets (the path the model takes) and from the same yaml arguments (constructor parity).
 """
 
-import os
-
 import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from jobs.benchmark.reference import REFERENCE_CONFIGS, reference_config_path
 from model.config import get_config
 from model.hiera import Hiera
 from model.image_encoder import FpnNeck, ImageEncoder, build_image_encoder
-from tests.conftest import REFERENCE_CONFIGS
 
 
 def reference_node(preset: str):
-    import sam2
-
-    path = os.path.join(os.path.dirname(sam2.__file__), REFERENCE_CONFIGS[preset])
-    return OmegaConf.load(path).model.image_encoder
+    return OmegaConf.load(reference_config_path(preset)).model.image_encoder
 
 
 def ours_from_yaml(node) -> ImageEncoder:

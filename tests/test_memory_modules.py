@@ -8,6 +8,7 @@ The reference's memory attention takes sequence-first tensors (N, B, C); ours ba
 import pytest
 import torch
 
+from jobs.benchmark.reference import build_reference
 from model.memory_attention import MemoryAttention, MemoryAttentionLayer, RoPEAttention
 from model.memory_encoder import CXBlock, Fuser, MaskDownSampler, MemoryEncoder
 from model.position_encoding import SinePositionEncoding
@@ -35,11 +36,7 @@ def build_ours():
 
 @pytest.fixture(scope="module")
 def modules():
-    from sam2.build_sam import build_sam2_video_predictor
-
-    torch.manual_seed(0)
-    ref = build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu",
-                                     hydra_overrides_extra=["++model.image_size=256", "++model.fill_hole_area=0"])
+    ref = build_reference("sam2.1-tiny", image_size=256, seed=0)
     ref_enc, ref_att = ref.memory_encoder.eval(), ref.memory_attention.eval()
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():

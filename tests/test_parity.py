@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+from jobs.benchmark.reference import build_reference
 from model import Prompt, StreamingTracker, load_model
-from tests.conftest import build_reference
 from tests.videos import moving_shapes, shape_masks
 
 NUM_FRAMES = 24  # more than the memory holds (6 recent frames, 15 recent pointers)

@@ -7,20 +7,13 @@ outputs on random inputs.
 import pytest
 import torch
 
+from jobs.benchmark.reference import build_reference
 from model.mask_decoder import MaskDecoder
 from model.prompt_encoder import PromptEncoder
 from model.two_way_transformer import TwoWayTransformer
 
 ATOL = 1e-5
 B = 6
-
-
-def build_reference(config: str):
-    from sam2.build_sam import build_sam2_video_predictor
-
-    torch.manual_seed(0)
-    return build_sam2_video_predictor(config, ckpt_path=None, device="cpu",
-                                      hydra_overrides_extra=["++model.image_size=256", "++model.fill_hole_area=0"])
 
 
 def build_ours(ref):
@@ -41,9 +34,9 @@ def build_ours(ref):
     return pe.eval(), dec.eval()
 
 
-@pytest.fixture(scope="module", params=["configs/sam2.1/sam2.1_hiera_t.yaml", "configs/sam2/sam2_hiera_t.yaml"])
+@pytest.fixture(scope="module", params=["sam2.1-tiny", "sam2-tiny"])
 def heads(request):
-    ref = build_reference(request.param)
+    ref = build_reference(request.param, image_size=256, seed=0)
     pe, dec = build_ours(ref)
     return ref.sam_prompt_encoder.eval(), ref.sam_mask_decoder.eval(), pe, dec
 

@@ -10,13 +10,13 @@ import statistics
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from model import Prompt
 
-from .benchmark_measure import render_frame
-from .benchmark_probe import ProbeSpec, run_probes
-from .benchmark_report import Row
+from .memory import free_bytes
+from .probe import ProbeSpec, run_probes
+from .report import Row
+from .scene import render_frame
 
 
 def _spec(bench, kind: str, system: str, **kw) -> ProbeSpec:
@@ -167,21 +167,8 @@ def _too_big(bench, n: int) -> str | None:
     """Why the reference cannot hold an n-frame video here (it keeps every frame as float32), or None."""
     size = bench.cfg.image_size
     need = n * 3 * size * size * 4
-    if bench.device.type == "cuda":
-        free = torch.cuda.mem_get_info(bench.device)[0]
-    else:
-        free = _mem_available()
+    free = free_bytes(bench.device)
     if free is not None and need > 0.8 * free:
         return (f"memory at {n} frames: reference skipped: its frames alone take {need / 2**30:.1f} GiB, "
                 f"{free / 2**30:.1f} GiB available")
-    return None
-
-
-def _mem_available() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
     return None

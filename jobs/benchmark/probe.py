@@ -20,9 +20,12 @@ import torch
 
 from workers.host_allocator import tune_host_allocator
 
-from .benchmark_measure import (REPO, build_reference, build_tracker, current_mb, first_prompts, peak_mb,
-                                render_frame, reset_peak, run_reference, run_streams)
+from .measure import build_tracker, run_streams
+from .memory import current_mb, peak_mb, reset_peak
+from .reference import build_reference, run_reference
+from .scene import first_prompts, render_frame
 
+REPO = Path(__file__).resolve().parents[2]  # the checkout: probes run `python -m jobs.benchmark` from it
 PROBE_TAG = "SAMSTREAM_BENCH_PROBE "  # prefix of the one stdout line a probe answers with
 
 
@@ -62,7 +65,7 @@ def _probe_memory(spec: ProbeSpec, device: torch.device) -> dict:
     prompts = first_prompts(spec.image_size, spec.objects)
     init = None
     if spec.system == "reference":
-        predictor = build_reference(spec.preset, spec.image_size, device, spec.weights)
+        predictor = build_reference(spec.preset, spec.image_size, device, checkpoint=spec.weights)
         baseline, _ = current_mb(device), reset_peak(device)
         frames, seconds, init = run_reference(predictor, spec.folder, prompts, device, spec.dtype)
     else:

@@ -36,6 +36,7 @@ class RunInfo:
     compiled: bool
     threads: int  # torch threads of every measuring process
     repeats: int
+    reference_compiled: bool  # the reference in its fastest mode (vos_optimized)
 
 
 @dataclass
@@ -144,7 +145,8 @@ def markdown(info: RunInfo, rows: list[Row], command: str, notes: list[str]) -> 
             f"`{command}`", "",
             f"machine: {info.machine}; torch {info.torch_version}; commit {info.git_commit or 'unknown'}; "
             f"preset {info.preset} at {info.image_size} px, {info.objects} objects; device {info.device}, "
-            f"{info.dtype} (reference {info.reference_dtype}), compiled {info.compiled}, {info.threads} torch "
+            f"{info.dtype} (reference {info.reference_dtype}), compiled {info.compiled} (reference "
+            f"{info.reference_compiled}), {info.threads} torch "
             f"threads per process, median of "
             f"{info.repeats} repeats", ""]
     speed = [r for r in rows if r.mode != "memory"]
