@@ -78,3 +78,16 @@ def test_training_runs_without_ray_pyav_pycocotools_or_s3fs(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2] and any("val_JF" in r for r in log)
     assert (tmp_path / "model.safetensors").stat().st_size > 0
+
+
+def test_benchmark_model_modes_run_without_ray_pyav_pycocotools_or_s3fs(tmp_path):
+    out = tmp_path / "bench"
+    run_module_without(ABSENT_ON_GPU_IMAGE, "jobs.benchmark", "--which", "ref,ours,batched", "--preset",
+                       "sam2.1-tiny", "--image-size", "64", "--frames", "2", "--batch-sizes", "1,2", "--repeats", "1",
+                       "--profile-frames", "1", "--out", str(out))
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(out / "results.parquet").to_pylist()
+    assert sorted((r["system"], r["mode"], r["streams"]) for r in rows) == [
+        ("reference", "single", 1), ("samstream", "batched", 1), ("samstream", "batched", 2),
+        ("samstream", "single", 1)]
