@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .memory_bank import MemoryPolicy, MemoryView, ObjectMemory, select_memories
+from .transfer import to_device
 
 
 @dataclass
@@ -60,13 +61,14 @@ def memory_layout(model, banks: list[ObjectMemory], frames: list[int], policy: M
         bias_s[i][:s] = [0.0] * len(view.cond_slots) + [-decay * d for d in view.key_ages + view.recent_ages]
         p_cond, p_recent = view.ptr_cond_slots, view.ptr_recent_slots
         p = len(p_cond) + len(p_recent)
-        ptrs[i, :p] = torch.cat([bank.cond_ptrs[p_cond], bank.ptrs[p_recent]]).to(dtype)
+        if p:  # rows by int: a list index would copy the slots to the device, waiting for it
+            ptrs[i, :p] = torch.stack([bank.cond_ptrs[c] for c in p_cond] + [bank.ptrs[r] for r in p_recent])
         offsets[i][:p] = [frames[i] - bank.cond_frames[c] for c in p_cond] + list(view.ptr_recent_ages)
         bias_p[i][:p] = [0.0] * len(p_cond) + [-decay * d for d in view.ptr_recent_ages]
-    pos_p = model.pointer_pos(_to_device(offsets, torch.float32, device).flatten()).view(N, P, Cm)  # (N, P, Cm)
+    pos_p = model.pointer_pos(to_device(offsets, device, torch.float32).flatten()).view(N, P, Cm)  # (N, P, Cm)
     bias = None
     if decay > 0 or any(v.num_spatial < S or v.num_ptrs < P for v in views):
-        bias_s, bias_p = _to_device(bias_s, torch.float32, device), _to_device(bias_p, torch.float32, device)
+        bias_s, bias_p = to_device(bias_s, device, torch.float32), to_device(bias_p, device, torch.float32)
         bias = torch.cat([bias_s.repeat_interleave(hw, dim=1), bias_p.repeat_interleave(k, dim=1)], dim=1)
     return MemoryLayout(views, S, hw, tpos, ptrs, ptrs.view(N, P * k, Cm),
                         pos_p.repeat_interleave(k, dim=1).to(dtype), bias)
@@ -78,20 +80,13 @@ def build_memory_batch(model, banks: list[ObjectMemory], frames: list[int], poli
     N, S, hw, Cm = len(banks), lay.num_frames, lay.hw, model.cfg.mem_dim
     spatial = torch.zeros(N, S, hw, Cm, dtype=dtype, device=lay.ptrs.device)
     for i, (bank, view) in enumerate(zip(banks, lay.views)):
-        feats = torch.cat([bank.cond_feats[view.cond_slots], bank.key_feats[view.key_slots],
-                           bank.recent_feats[view.recent_slots]])  # (s, Cm, h, w)
-        spatial[i, :feats.shape[0]] = feats.flatten(2).transpose(1, 2).to(dtype)  # (s, hw, Cm)
+        feats = ([bank.cond_feats[s] for s in view.cond_slots] + [bank.key_feats[s] for s in view.key_slots]
+                 + [bank.recent_feats[s] for s in view.recent_slots])  # slots by int, as the pointers above
+        if feats:
+            spatial[i, :len(feats)] = torch.stack(feats).flatten(2).transpose(1, 2).to(dtype)  # (s, hw, Cm)
     memory = torch.cat([spatial.flatten(1, 2), lay.ptr_tokens], dim=1)  # (N, S*hw + P*k, Cm)
     cfg, device = model.cfg, lay.ptrs.device
-    tpos_enc = model.maskmem_tpos_enc.view(cfg.num_maskmem, Cm)[_to_device(lay.tpos, torch.long, device)]  # (N, S, Cm)
+    tpos_enc = model.maskmem_tpos_enc.view(cfg.num_maskmem, Cm)[to_device(lay.tpos, device, torch.long)]  # (N, S, Cm)
     pos_s = model.memory_pos(device)[None, None] + tpos_enc[:, :, None, :]  # (N, S, hw, Cm)
     memory_pos = torch.cat([pos_s.flatten(1, 2).to(dtype), lay.ptr_pos], dim=1)  # (N, S*hw + P*k, Cm)
     return MemoryBatch(memory, memory_pos, lay.ptr_tokens.shape[1], lay.bias)
-
-
-def _to_device(rows: list[list], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Host lists -> a device tensor; on CUDA through pinned memory, without waiting for the copy."""
-    host = torch.tensor(rows, dtype=dtype)
-    if device.type != "cuda":
-        return host
-    return host.pin_memory().to(device, non_blocking=True)

@@ -39,8 +39,8 @@ class PositionEmbeddingRandom(nn.Module):
     def forward_with_coords(self, coords: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
         """(B, N, 2) pixel positions (x, y) in an image of image_size = (H, W) -> (B, N, C)."""
         h, w = image_size
-        scale = coords.new_tensor([1.0 / w, 1.0 / h], dtype=torch.float32)
-        return self.encode(coords.float() * scale)
+        xy = coords.float()  # scaled per axis by Python numbers: a (2,) scale tensor would be a host copy
+        return self.encode(torch.stack([xy[..., 0] * (1.0 / w), xy[..., 1] * (1.0 / h)], dim=-1))
 
 
 class PromptEncoder(nn.Module):

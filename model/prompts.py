@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import FrameError, PromptError
+from .transfer import to_device
 
 # Labels the prompt encoder understands: negative / positive click, box corners.
 NEGATIVE, POSITIVE, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = 0, 1, 2, 3
@@ -147,13 +148,13 @@ def to_model_prompt(prompt: Prompt, height: int, width: int, image_size: int,
         points = np.concatenate([box.reshape(2, 2), points], axis=0)
         labels = np.concatenate([[BOX_TOP_LEFT, BOX_BOTTOM_RIGHT], labels])
     scale = torch.tensor([image_size / width, image_size / height], dtype=torch.float32)
-    coords = torch.as_tensor(points, dtype=torch.float32) * scale  # (P, 2)
-    return ModelPrompt(int(oid), coords.to(device), torch.as_tensor(labels, dtype=torch.int32).to(device),
-                       None, prompt.correction)
+    coords = torch.as_tensor(points, dtype=torch.float32) * scale  # (P, 2), scaled on the host
+    return ModelPrompt(int(oid), to_device(coords, device), to_device(labels, device, torch.int32), None,
+                       prompt.correction)
 
 
 def _mask_to_model(mask: torch.Tensor, image_size: int, device: torch.device) -> torch.Tensor:
-    m = mask.to(device=device, dtype=torch.float32)[None, None]  # (1, 1, H, W)
+    m = to_device(mask, device).float()[None, None]  # (1, 1, H, W), bool on the way: a quarter of the bytes
     if m.shape[-2:] != (image_size, image_size):
         m = F.interpolate(m, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
         m = (m >= 0.5).float()

@@ -19,6 +19,7 @@ from .memory_attention import MemoryAttention, MemoryAttentionLayer, RoPEAttenti
 from .memory_encoder import CXBlock, Fuser, MaskDownSampler, MemoryEncoder
 from .position_encoding import SinePositionEncoding
 from .prompt_encoder import PromptEncoder
+from .transfer import to_device
 from .two_way_transformer import TwoWayTransformer
 
 NO_OBJECT_LOGIT = -1024.0  # mask logits of an object predicted absent
@@ -116,7 +117,7 @@ class SAM2Model(nn.Module):
     def preprocess(self, frame: torch.Tensor) -> torch.Tensor:
         """uint8 (H, W, 3) -> normalised float (3, S, S). Resized like PIL's bicubic, rounded to uint8 levels."""
         S = self.cfg.image_size
-        x = frame.to(self.pixel_mean.device, non_blocking=True).permute(2, 0, 1).float()  # (3, H, W)
+        x = to_device(frame, self.pixel_mean.device).permute(2, 0, 1).float()  # (3, H, W), uint8 on the way
         if x.shape[-2:] != (S, S):
             x = F.interpolate(x[None], size=(S, S), mode="bicubic", align_corners=False, antialias=True)[0]
             x = x.round().clamp(0, 255)

@@ -3,6 +3,11 @@
 Per step, for B streams: the image encoder runs once on the B frames; every object of every stream is
 then decoded in a few batched groups (tracked from memory, prompted, corrected), its new memory encoded
 in one batch, and stored in its bank.
+
+On CUDA the host never waits for the device inside a step but for two documented reads: selective storing's
+presence (one .tolist() per step) and a discovery stream's presence (one per step; its keyframes read the
+automatic masks' candidates, auto_masks.py). Host data reaches the device by non-blocking copies from pinned
+memory and rows are picked without list indices (transfer.py); tests/test_fake_cuda.py checks this on a CPU.
 """
 
 from dataclasses import dataclass
@@ -20,6 +25,7 @@ from .postprocess import fill_holes
 from .prompts import ModelPrompt, Prompt, check_frame, to_model_prompt
 from .sam2 import Decoded, FrameFeatures, SAM2Model
 from .state import TrackerState
+from .transfer import take_rows, to_device
 
 # DISCOVER: an object found on this frame by the automatic mask generator, joining with its mask as prompt.
 TRACK, PROMPT, CORRECT, DISCOVER = "track", "prompt", "correct", "discover"
@@ -149,7 +155,7 @@ class StreamingTracker:
         with record_function(STAGE_LABELS["image_encoder"]):
             images = torch.stack([self.model.preprocess(frames[i]) for i in active])  # (B, 3, S, S)
             feats = self.model.encode_frames(images)
-        rows = torch.tensor([active.index(t.stream) for t in tasks], dtype=torch.long, device=self.device)
+        rows = to_device([active.index(t.stream) for t in tasks], self.device, torch.long)  # (N,) frame of each task
         decoded = low_res = None
         if tasks:
             with record_function(STAGE_LABELS["mask_decoder"]):
@@ -194,24 +200,27 @@ class StreamingTracker:
         if tracked:
             with record_function(STAGE_LABELS["memory_attention"]):
                 fused = self._fuse(feats, states, tasks, tracked)
-            first = self.model.decode(fused, [x[tracked] for x in feats.high_res], None, None, None,
+            first = self.model.decode(fused, [take_rows(x, tracked) for x in feats.high_res], None, None, None,
                                       self.cfg.multimask_for_tracking)
             for j, i in enumerate(tracked):
                 out[i] = _row(first, j)
             corrections = [(j, i) for j, i in enumerate(tracked) if tasks[i].kind == CORRECT]
             for group in _by_points(corrections, lambda ji: tasks[ji[1]].prompt):
                 js = [j for j, _ in group]
-                prev = fill_holes(first.low_res[js], self.fill_hole_area).clamp(-32.0, 32.0)
-                self._decode_points(fused[js], [x[[tracked[j] for j in js]] for x in feats.high_res],
-                                    [tasks[i].prompt for _, i in group], prev, [i for _, i in group], out)
+                prev = fill_holes(take_rows(first.low_res, js), self.fill_hole_area).clamp(-32.0, 32.0)
+                high_res = [take_rows(x, [tracked[j] for j in js]) for x in feats.high_res]
+                self._decode_points(take_rows(fused, js), high_res, [tasks[i].prompt for _, i in group], prev,
+                                    [i for _, i in group], out)
         prompted = [i for i, t in enumerate(tasks) if t.kind == PROMPT and t.prompt.mask is None]
         for group in _by_points(prompted, lambda i: tasks[i].prompt):
-            self._decode_points(self.model.without_memory(feats.feat[group]), [x[group] for x in feats.high_res],
-                                [tasks[i].prompt for i in group], None, group, out)
+            self._decode_points(self.model.without_memory(take_rows(feats.feat, group)),
+                                [take_rows(x, group) for x in feats.high_res], [tasks[i].prompt for i in group], None,
+                                group, out)
         masked = [i for i, t in enumerate(tasks) if t.kind != TRACK and t.prompt.mask is not None]
         if masked:
             mask = torch.stack([tasks[i].prompt.mask for i in masked])  # (N, 1, S, S)
-            res = self.model.decode_mask_prompt(feats.feat[masked], [x[masked] for x in feats.high_res], mask)
+            res = self.model.decode_mask_prompt(take_rows(feats.feat, masked),
+                                                [take_rows(x, masked) for x in feats.high_res], mask)
             for j, i in enumerate(masked):
                 out[i] = _row(res, j)
         return _cat(out)
@@ -233,16 +242,17 @@ class StreamingTracker:
             dtype = self.autocast_dtype or feats.feat.dtype  # the projections' dtype under autocast
             kv = build_memory_kv(self.model, banks, frames, self.policy, dtype, self._temporal_keys, *pad,
                                  buffer=self._kv_buffer)
-            return self.model.fuse_with_memory_kv(feats.feat[rows], feats.pos[rows], kv.per_layer(), kv.bias)
+            return self.model.fuse_with_memory_kv(take_rows(feats.feat, rows), take_rows(feats.pos, rows),
+                                                  kv.per_layer(), kv.bias)
         batch = build_memory_batch(self.model, banks, frames, self.policy, feats.feat.dtype, *pad)
-        return self.model.fuse_with_memory(feats.feat[rows], feats.pos[rows], batch.memory, batch.memory_pos,
-                                           batch.num_ptr_tokens, batch.bias)
+        return self.model.fuse_with_memory(take_rows(feats.feat, rows), take_rows(feats.pos, rows), batch.memory,
+                                           batch.memory_pos, batch.num_ptr_tokens, batch.bias)
 
     # ---- memory -----------------------------------------------------------------------------------
     def _remember(self, raw_feat: torch.Tensor, states, tasks: list[_Task], decoded: Decoded,
                   low_res: torch.Tensor) -> None:
         """Encode this frame's memory for every object and store it in its bank."""
-        prompted = torch.tensor([t.kind != TRACK for t in tasks], device=self.device)
+        prompted = to_device([t.kind != TRACK for t in tasks], self.device)  # (N,) bool
         # Prompted frames are remembered as the user saw them: the (hole-filled) output, binarised.
         mask_in = torch.where(prompted[:, None, None, None], self.model.upsample(low_res), decoded.high_res)
         mems = self.model.encode_memory(raw_feat, mask_in, decoded.object_score_logits, prompted)
@@ -273,17 +283,17 @@ class StreamingTracker:
         return present.tolist()
 
     def _result(self, stream: int, state: TrackerState, tasks: list[_Task], low_res, decoded) -> FrameResult:
-        rows = [j for j, t in enumerate(tasks) if t.stream == stream]
+        rows = [j for j, t in enumerate(tasks) if t.stream == stream]  # consecutive but for discovered objects
         H, W = state.height, state.width
         if not rows:
             empty = torch.zeros(0, device=self.device)
             return FrameResult(state.frame_index, [], torch.zeros(0, H, W, dtype=torch.bool, device=self.device),
                                torch.zeros(0, H, W, device=self.device), empty, empty, [])
-        logits = torch.nn.functional.interpolate(low_res[rows], size=(H, W), mode="bilinear",
+        logits = torch.nn.functional.interpolate(take_rows(low_res, rows), size=(H, W), mode="bilinear",
                                                  align_corners=False)[:, 0]  # (O, H, W)
+        scores = torch.sigmoid(take_rows(decoded.object_score_logits, rows)[:, 0])  # (O,)
         return FrameResult(state.frame_index, [tasks[j].object_id for j in rows], logits > 0, logits,
-                           decoded.iou[rows], torch.sigmoid(decoded.object_score_logits[rows, 0]),
-                           [tasks[j].kind in (PROMPT, CORRECT) for j in rows])
+                           take_rows(decoded.iou, rows), scores, [tasks[j].kind in (PROMPT, CORRECT) for j in rows])
 
     # ---- discovery --------------------------------------------------------------------------------
     def _discover(self, feats: FrameFeatures, states, active: list[int], keyframes: list[int], tasks: list[_Task],
@@ -295,7 +305,7 @@ class StreamingTracker:
             a = active.index(i)
             mine = [j for j, t in enumerate(tasks) if t.stream == i]
             S4 = self.cfg.image_size // 4
-            live = low_res[mine] if mine else torch.zeros(0, 1, S4, S4, device=self.device)
+            live = take_rows(low_res, mine) if mine else torch.zeros(0, 1, S4, S4, device=self.device)
             found = propose_new_objects(self.model, self.discovery, feats.feat[a:a + 1],
                                         [x[a:a + 1] for x in feats.high_res], live, states[i].discovery,
                                         len(states[i].objects))
@@ -303,7 +313,7 @@ class StreamingTracker:
             masks.append(found.masks)
         if not new_tasks:
             return tasks, rows, decoded, low_res
-        new_rows = torch.tensor([active.index(t.stream) for t in new_tasks], dtype=torch.long, device=self.device)
+        new_rows = to_device([active.index(t.stream) for t in new_tasks], self.device, torch.long)
         sel = feats.select(new_rows)
         found = self.model.decode_mask_prompt(sel.feat, sel.high_res, torch.cat(masks))
         if decoded is None:

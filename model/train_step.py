@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from .losses import MaskLossWeights, combined_loss
 from .prompts import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, NEGATIVE, POSITIVE
 from .sam2 import NO_OBJECT_LOGIT, SAM2Model
+from .transfer import to_device
 
 PROMPT_KINDS = ("mask", "point", "box")
 
@@ -69,9 +70,9 @@ def gt_prompt(gt: torch.Tensor, kind: str, generator: torch.Generator | None = N
     y1 = torch.where(gt.any(2), ar, -big).max(1).values
     box = torch.stack([x0, y0, x1, y1], 1)  # (O, 4)
     size = torch.stack([x1 - x0, y1 - y0, x1 - x0, y1 - y0], 1)
-    noise = torch.rand(box.shape, generator=generator, device="cpu").to(gt.device) * 2 - 1
+    noise = to_device(torch.rand(box.shape, generator=generator, device="cpu"), gt.device) * 2 - 1
     box = (box + noise * size * box_noise).clamp(0, S - 1)
-    labels = torch.tensor([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT], dtype=torch.int32, device=gt.device)
+    labels = to_device([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT], gt.device, torch.int32)
     return box.view(-1, 2, 2), labels.expand(gt.shape[0], 2).contiguous()
 
 
@@ -84,7 +85,8 @@ def sample_clicks(pred: torch.Tensor, gt: torch.Tensor,
     O, S, _ = gt.shape
     error = (pred != gt).flatten(1).float()  # (O, S*S)
     weights = error + 1e-6 * (error.sum(1, keepdim=True) == 0)  # uniform fallback without a sync
-    idx = torch.multinomial(weights.cpu(), 1, generator=generator).to(gt.device)[:, 0]  # (O,)
+    # Drawn on the host with the clip's generator (the same clicks on any device): the one sync of a click round.
+    idx = to_device(torch.multinomial(weights.cpu(), 1, generator=generator), gt.device)[:, 0]  # (O,)
     y, x = idx // S, idx % S
     positive = gt.flatten(1).gather(1, idx[:, None])[:, 0]
     labels = torch.where(positive, POSITIVE, NEGATIVE).to(torch.int32)
@@ -153,9 +155,9 @@ def _batch_memory(model: SAM2Model, parts: list[tuple]):
         O, s, P = spatial.shape[0], len(tpos), len(offsets)
         spatial = F.pad(spatial, (0, 0, 0, 0, 0, s_max - s))  # (O, s_max, hw, Cm)
         ptr = F.pad(ptr, (0, 0, 0, p_max - P)).reshape(O, p_max * k, Cm)  # (O, p_max*k, Cm)
-        tpos_enc = tpos_table[torch.tensor(tpos + [0] * (s_max - s), device=device)]  # (s_max, Cm)
+        tpos_enc = tpos_table[to_device(tpos + [0] * (s_max - s), device, torch.long)]  # (s_max, Cm)
         pos_s = grid_pos[None] + tpos_enc[:, None, :]  # (s_max, hw, Cm)
-        pos_p = model.pointer_pos(torch.tensor(offsets + [0] * (p_max - P), device=device, dtype=torch.float32))
+        pos_p = model.pointer_pos(to_device(offsets + [0] * (p_max - P), device, torch.float32))
         memory.append(torch.cat([spatial.flatten(1, 2), ptr.to(spatial.dtype)], 1))  # (O, L, Cm)
         pos = torch.cat([pos_s.flatten(0, 1), pos_p.repeat_interleave(k, 0)], 0)  # (L, Cm)
         memory_pos.append(pos.to(spatial.dtype).expand(O, -1, -1))
@@ -201,7 +203,7 @@ def clips_forward(model: SAM2Model, clips: list[TrainClip], num_recent: int = 6)
     sizes = [c.gt_masks.shape[1] for c in clips]
     device = clips[0].frames.device
     feats = model.encode_frames(torch.cat([c.frames for c in clips]))  # (len(clips) * T, ...) one call
-    frame_row = torch.tensor([i * T for i, n in enumerate(sizes) for _ in range(n)], device=device)  # (N,)
+    frame_row = to_device([i * T for i, n in enumerate(sizes) for _ in range(n)], device, torch.long)  # (N,)
     prompts = [(None, None) if c.prompt == "mask" else gt_prompt(c.gt_masks[0], c.prompt, c.generator)
                for c in clips]
     state = _ClipsState(clips, sizes, prompts)
@@ -213,8 +215,8 @@ def clips_forward(model: SAM2Model, clips: list[TrainClip], num_recent: int = 6)
         steps, ptr, fused = _first_decodes(model, state, f, gt, pos, mems, ptrs, num_recent)
         steps, ptr = _corrections(model, state, f, fused, gt, pos, steps, ptr)
         chosen = _cat_steps([s[-1] for s in steps])
-        prompted = torch.tensor([pos == 0 or bool(state.n_clicks(i, pos)) for i, n in enumerate(sizes)
-                                 for _ in range(n)], device=device)  # prompted frames are remembered binarised
+        prompted = to_device([pos == 0 or bool(state.n_clicks(i, pos)) for i, n in enumerate(sizes)
+                              for _ in range(n)], device)  # prompted frames are remembered binarised
         mems.append(model.encode_memory(f.feat, model.upsample(chosen.chosen), chosen.object_score_logits, prompted))
         ptrs.append(ptr)
         for i, c in enumerate(clips):
