@@ -167,7 +167,7 @@ def train_step(model, opt, args, step: int, device, rendered: list[RenderedClip]
     opt.zero_grad(set_to_none=True)
     clips = [TrainClip(*to_input(model, c.frames, c.masks, device), c.frame_index, c.prompt, c.clicks, gen)
              for c in rendered]
-    totals: dict[str, float] = {}
+    sums: dict[str, torch.Tensor | float] = {}  # on the device: read once, at the step's end
     for group in _by_length(clips):  # one batched unroll per clip length (single frames, video clips)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             outputs = clips_forward(model, group)
@@ -176,28 +176,40 @@ def train_step(model, opt, args, step: int, device, rendered: list[RenderedClip]
         (sum(loss for loss, _ in losses) / args.batch).backward()
         for loss, parts in losses:
             for k, v in [("loss", loss), *parts.items()]:
-                totals[k] = totals.get(k, 0.0) + float(v.detach()) / args.batch
+                v = v.detach().float() if torch.is_tensor(v) else float(v)
+                sums[k] = sums.get(k, 0.0) + v / args.batch
     if args.workers > 1:
-        totals = _all_reduce_mean(model, totals)
+        sums = _all_reduce_mean(model, sums)
     for g in opt.param_groups:
         g["lr"] = learning_rate(args, step) * g["lr_scale"]
-    totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad))
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
     opt.step()
+    totals = _read_once({**sums, "grad_norm": grad_norm})
     return {**totals, "clip_length": length, "lr": opt.param_groups[0]["lr"]}
 
 
-def _all_reduce_mean(model: torch.nn.Module, totals: dict[str, float]) -> dict[str, float]:
+def _read_once(values: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    """The logged numbers as floats, with one host read for all the device ones (on CUDA each read waits for
+    the device: one per step, not one per loss term and clip)."""
+    names = [k for k, v in values.items() if torch.is_tensor(v)]
+    read = dict(zip(names, torch.stack([values[k].float() for k in names]).tolist())) if names else {}
+    return {k: read.get(k, v) for k, v in values.items()}
+
+
+def _all_reduce_mean(model: torch.nn.Module, totals: dict) -> dict[str, torch.Tensor]:
     """Average gradients (one flat buffer) and the logged numbers over the data-parallel ranks."""
     params = list(model.parameters())
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads] + [torch.tensor(list(totals.values()), device=grads[0].device)])
+    device = grads[0].device
+    logged = [v.reshape(1) if torch.is_tensor(v) else torch.full((1,), v, device=device) for v in totals.values()]
+    flat = torch.cat([g.reshape(-1) for g in grads] + logged)
     dist.all_reduce(flat)
     flat /= dist.get_world_size()
     offset = 0
     for p, g in zip(params, grads):
         p.grad = flat[offset:offset + g.numel()].view_as(p).clone()
         offset += g.numel()
-    return dict(zip(totals, flat[offset:].tolist()))
+    return dict(zip(totals, flat[offset:].unbind()))
 
 
 def learning_rate(args, step: int) -> float:
