@@ -105,3 +105,15 @@ def fault_proxy(s3_server, monkeypatch):
             yield proxy
         finally:
             s3fs.S3FileSystem.clear_instance_cache()
+
+
+# Modules that start or join a Ray cluster run in one pytest-xdist worker, in file order (`-n 2 --dist
+# loadgroup`): one cluster at a time, and test_demo's private Ray before the session cluster exists.
+RAY_MODULES = {"test_benchmark_job", "test_connect", "test_demo", "test_output_claim", "test_pseudo_label_job",
+               "test_schedule", "test_segment_faults", "test_segment_job"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in RAY_MODULES:
+            item.add_marker(pytest.mark.xdist_group("ray"))
