@@ -19,10 +19,11 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps trackeval==1.3.0
 	touch $(STAMP)
 
-# Two pytest-xdist workers: the tests that run Ray stay together on one of them (tests/conftest.py), the model
-# and I/O tests run beside them (11 -> 8.5 min on the 2-core VM, 2026-12-02).
+# Serial, as CI runs it. `$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests` runs two pytest-xdist workers
+# with the Ray tests grouped on one (tests/conftest.py): 11 -> 8.5 min on the 2-core VM (2026-12-02), but the
+# extra load made a `ray job submit` flake once, so CI stays serial until the Ray tests are lighter.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
+	$(BIN)/python -m pytest -q tests
 
 demo: $(STAMP)
 	$(BIN)/python -m jobs.demo

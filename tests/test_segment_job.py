@@ -81,6 +81,22 @@ def test_actor_count_does_not_change_the_result(tmp_path, ray_cluster):
     assert len(a) == 3 * sum([40, 25, 33, 18, 47, 29]) and a.equals(b)
 
 
+def _submit(cmd: list[str], client, job_id: str, attempts: int = 3):
+    """Run `ray job submit`; (its process, the job's final status). A submission the dashboard never recorded
+    (seen twice in full-suite runs on a loaded 2-core machine: the job then "does not exist") is sent again,
+    up to `attempts` times; a job that was created is never resubmitted, so its outcome is what is tested."""
+    for attempt in range(1, attempts + 1):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        try:
+            return proc, client.get_job_status(job_id)
+        except RuntimeError as e:
+            if "does not exist" not in str(e) or attempt == attempts:
+                raise AssertionError(f"ray job submit (attempt {attempt}) created no job {job_id}: exit "
+                                     f"{proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}") from e
+            print(f"ray job submit attempt {attempt} created no job (exit {proc.returncode}): "
+                  f"{proc.stderr.strip()[-1500:]}")
+
+
 def test_ray_job_submit(tmp_path, ray_cluster):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -91,8 +107,7 @@ def test_ray_job_submit(tmp_path, ray_cluster):
            "--runtime-env-json", json.dumps({"excludes": [".venv", ".git", "*.pt", "out"]}), "--",
            sys.executable, "-m", "jobs.segment", "--manifest", str(manifest), "--out", str(out),
            "--chunk-frames", "8", "--no-progress"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    status = JobSubmissionClient(ray_cluster["dashboard"]).get_job_status(f"segment-{os.getpid()}")
+    proc, status = _submit(cmd, JobSubmissionClient(ray_cluster["dashboard"]), f"segment-{os.getpid()}")
     assert status == JobStatus.SUCCEEDED, proc.stdout[-3000:] + proc.stderr[-3000:]
     dataset = ds.dataset(str(out / "masklets"), format="parquet", partitioning=MASKLET_PARTITIONING)
     table = dataset.to_table().to_pandas().sort_values(["video_id", "object_id", "frame_index"])
