@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
@@ -44,7 +45,6 @@ class SleepingWorker:
         wait_for_all(self.log.parent, name, sim["actors"])
 
     def pid(self) -> int:
-        import os
         return os.getpid()
 
     def forget(self, stream: int) -> None:

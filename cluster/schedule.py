@@ -4,8 +4,9 @@ Each stream lives on one actor once started (its memory stays in that actor betw
 to `streams_per_actor` streams at once, one chunk of each per call, batched through the model. Streams not yet
 started wait in one queue, longest first, and go to whichever actor has a free stream slot (an idle actor
 first, then the one running fewest streams): an actor that finishes early takes more work, so no actor sits
-idle while another holds a queue. A stream longer than a fair share of what is left runs alone on its actor. (`assignment="static"`, every stream dealt to an actor up front by its frame
-count, is kept as the baseline benchmarks/schedule_makespan.py measures against.) A chunk that
+idle while another holds a queue. A stream longer than a fair share of what is left runs alone on its actor.
+(`assignment="static"`, every stream dealt to an actor up front by its frame count, is kept as the baseline
+benchmarks/schedule_makespan.py measures against.) A chunk that
 fails for a storage reason, or whose actor died, is run again (after a backoff) from the newest snapshot
 before it, or from the stream's start; after `max_retries` failed attempts its video is recorded failed.
 A dead actor is replaced. Chunks are idempotent (deterministic part names, atomic writes), so a chunk that
