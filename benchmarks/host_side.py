@@ -14,7 +14,7 @@ thread's ms per batched step against the GPU's.
     python -m benchmarks.host_side [--frames 128] [--objects 10] [--repeats 5] [--chunk 64] --out out/host_side
 
 Writes <out>/host_side.json and <out>/host_side.md (and caches the encoded video there), prints the table.
-The content: a textured background under a panning camera, 10 textured silhouettes (workers.synthetic_shapes,
+The content: a textured background under a panning camera, 10 textured silhouettes (model.synthetic.shapes,
 radii 6-35% of the height) moving, turning and deforming, sensor noise, H.264 at 8 Mbit/s (a typical 1080p30
 camera or streaming rate); the masks are the silhouettes' true masks. Figures are CPU time of this process
 (all its threads), not wall time, since the machines are shared: the median of --repeats runs, min and max.
@@ -36,7 +36,7 @@ import av
 import numpy as np
 import torch
 
-from workers import synthetic_shapes as shapes
+from model.synthetic import shapes
 from workers.host_allocator import tune_host_allocator
 from workers.mask_runs import change_bits, encode_change_bits
 from workers.masklets import ChunkRows, _parquet_bytes, _part_table, encode_masks

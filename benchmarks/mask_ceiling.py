@@ -32,7 +32,7 @@ from benchmarks.synthetic_jf import corpus
 from cluster.manifest import read_manifest
 from jobs.evaluate import METRICS_SCHEMA, MaskletSource, Options, score_video, summarize
 from workers.masklets import decode_rle, encode_masks
-from workers.synthetic import PROMPT_KINDS
+from model.prompts import PROMPT_KINDS
 
 
 def fit_grid(masks: torch.Tensor, grid: int, steps: int) -> torch.Tensor:

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from jobs import pseudo_label
-from workers.synthetic import SyntheticConfig, write_corpus
+from model.synthetic import SyntheticConfig
+from workers.synthetic_corpus import write_corpus
 
 
 def peak_rss(out: Path, frames: int, size: int, start: int) -> dict:

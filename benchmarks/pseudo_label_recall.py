@@ -1,6 +1,6 @@
 """Pseudo-label quality on held-out synthetic videos: recall, precision, ID switches, HOTA / OWTA, matched J&F.
 
-Renders synthetic videos (workers.synthetic; split "test" by default: never trained on), drops their prompts,
+Renders synthetic videos (model.synthetic; split "test" by default: never trained on), drops their prompts,
 runs the real pseudo-label job on them (jobs.pseudo_label, in process, local Ray), and scores the output with
 `jobs.evaluate --unsupervised` against the truth. Optionally also:
 - `--ceiling`: the same videos tracked from ground-truth boxes on their first frame (jobs.segment), scored the
@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 from jobs import evaluate, pseudo_label, segment
-from workers.synthetic import SyntheticConfig, write_corpus
+from model.synthetic import SyntheticConfig
+from workers.synthetic_corpus import write_corpus
 
 
 def corpus(root: Path, split: str, videos: int, frames: int, start: int, prompt: str) -> Path:

@@ -1,6 +1,6 @@
 """J&F of a model on the synthetic test split, with memory on and with memory off (the ablation).
 
-Generates the held-out test split (workers.synthetic, seeds of split "test" only: never trained on) as mp4
+Generates the held-out test split (model.synthetic, seeds of split "test" only: never trained on) as mp4
 files with a manifest of first-frame prompts, runs the real segment job on it twice (the default memory, then
 `--num-recent 0`: every frame decoded from its prompted frame's memory alone), and scores both with
 jobs.evaluate (DAVIS J&F; the prompted frame left out, as in DAVIS's semi-supervised protocol; reappearance
@@ -25,7 +25,9 @@ from pathlib import Path
 
 from jobs import segment
 from jobs.evaluate import MaskletSource, Options, evaluate, summarize
-from workers.synthetic import PROMPT_KINDS, SyntheticConfig, write_corpus
+from model.synthetic import SyntheticConfig
+from model.prompts import PROMPT_KINDS
+from workers.synthetic_corpus import write_corpus
 
 MODES = {"memory": [], "memory off": ["--num-recent", "0"]}  # "memory" keeps --num-recent recent frames
 

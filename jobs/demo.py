@@ -1,7 +1,7 @@
 """The README's first command: a synthetic corpus with ground truth, a local Ray, the segment job with the
 embedded model, J&F against the truth, and a preview.
 
-Generates held-out synthetic videos (workers.synthetic, split "test": never trained on) as mp4 files with
+Generates held-out synthetic videos (model.synthetic, split "test": never trained on) as mp4 files with
 each object's true mask on the first frame it is visible (DAVIS's semi-supervised protocol; --prompt box or
 points for the other kinds): a few short clips and two long videos in which objects pass
 behind occluders, leave the frame and come back. Runs jobs.segment on them with the embedded `synthetic-tiny`
@@ -31,7 +31,9 @@ from jobs.evaluate import MaskletSource, Options, evaluate, print_summary, summa
 from workers.masklets import escape_video_id
 from workers.output import read_masklets
 from workers.preview import write_contact_sheet, write_preview_video
-from workers.synthetic import PROMPT_KINDS, SyntheticConfig, write_corpus
+from model.synthetic import SyntheticConfig
+from model.prompts import PROMPT_KINDS
+from workers.synthetic_corpus import write_corpus
 
 SHORT_START, LONG_START = 100_000, 200_000  # test-split indices of the demo's videos (the J&F benchmark uses 0..)
 

@@ -3,8 +3,8 @@
     python -m jobs.train --out DIR [--steps N] [--batch B] [--resume | --init WEIGHTS] [--workers W] [--lr 5e-4]
 
 Each step renders B videos, cuts one clip from each (length from the curriculum, random frame drops as
-occlusion gaps), runs model.train_step.clips_forward (the step's clips of one length as one batch) and sums
-model.losses per frame. Every --log-every steps a JSON line goes to DIR/log.jsonl; every --eval-every steps
+occlusion gaps), runs model.training.step.clips_forward (the step's clips of one length as one batch) and sums
+model.training.losses per frame. Every --log-every steps a JSON line goes to DIR/log.jsonl; every --eval-every steps
 the real StreamingTracker runs on a few val-split videos with first-frame prompts (--val-prompt) and J&F is
 logged. Checkpoints: DIR/model.safetensors (loadable by model.load_model("synthetic-tiny", checkpoint=...))
 and DIR/train_state.pt (optimizer + step, weights-only torch file); --resume continues from them (step count
@@ -29,9 +29,10 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 
 from model import load_model
-from model.losses import MaskLossWeights
-from model.train_step import TrainClip, clip_loss, clips_forward
-from workers.train_clips import ClipPrefetcher, ClipSpec, RenderedClip, step_clips
+from model.prompts import PROMPT_KINDS
+from model.training.losses import MaskLossWeights
+from model.training.step import TrainClip, clip_loss, clips_forward
+from model.training.clips import ClipPrefetcher, ClipSpec, RenderedClip, step_clips
 
 from .train_report import evaluate_jf, plot_curves
 
@@ -64,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="step:clip_length pairs; the clip length from each step on")
     p.add_argument("--drop-prob", type=float, default=0.15, help="chance each next frame is dropped")
     p.add_argument("--max-objects", type=int, default=3, help="objects per clip at most")
-    p.add_argument("--prompt-mix", default="mask:0.5,point:0.25,box:0.25",
+    p.add_argument("--prompt-mix", default="mask:0.5,points:0.25,box:0.25",
                    help="first-frame prompt kinds and their shares (SAM 2's by default)")
     p.add_argument("--local-attention-init", type=float, default=0.0,
                    help="from scratch: set the memory cross-attention's query and key biases to this constant, so "
@@ -127,9 +128,9 @@ def _parse_mix(p, text: str) -> dict[str, float]:
     try:
         mix = {k: float(v) for k, v in (item.split(":") for item in text.split(","))}
     except ValueError:
-        p.error(f"--prompt-mix must be kind:share pairs like mask:0.5,point:0.25,box:0.25, got {text!r}")
-    if not mix or set(mix) - {"mask", "point", "box"} or any(v < 0 for v in mix.values()) or sum(mix.values()) <= 0:
-        p.error(f"--prompt-mix kinds are mask, point, box with shares >= 0 (not all 0), got {text!r}")
+        p.error(f"--prompt-mix must be kind:share pairs like mask:0.5,points:0.25,box:0.25, got {text!r}")
+    if not mix or set(mix) - set(PROMPT_KINDS) or any(v < 0 for v in mix.values()) or sum(mix.values()) <= 0:
+        p.error(f"--prompt-mix kinds are mask, points, box with shares >= 0 (not all 0), got {text!r}")
     total = sum(mix.values())
     return {k: v / total for k, v in mix.items()}
 

@@ -10,7 +10,8 @@ from PIL import Image, ImageDraw
 
 from model import Prompt, StreamingTracker
 from model.metrics import davis_summary, frame_scores, object_score
-from workers.synthetic import SyntheticConfig, first_frame_prompts, render_video, split_seed
+from model.synthetic import SyntheticConfig, render_video, split_seed
+from workers.synthetic_corpus import first_frame_prompts
 
 
 def _val_prompt(p: dict, video, t: int, ids: list[int], kind: str) -> Prompt:

@@ -12,6 +12,9 @@ from .transfer import to_device
 
 # Labels the prompt encoder understands: negative / positive click, box corners.
 NEGATIVE, POSITIVE, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = 0, 1, 2, 3
+# The kinds of first prompt, spelled as Prompt's fields and the job manifest's keys: everywhere (training's
+# prompt mix, the synthetic corpus, the demo and benchmarks' --prompt) uses these three names.
+PROMPT_KINDS = ("points", "box", "mask")
 
 
 @dataclass(frozen=True)

@@ -333,7 +333,7 @@ def tiny():
 
 
 def _synthetic_frame(index: int, size: int = 128):
-    from workers.synthetic import SyntheticConfig, render_video, split_seed
+    from model.synthetic import SyntheticConfig, render_video, split_seed
 
     return render_video(split_seed("test", index), SyntheticConfig(height=size, width=size, num_frames=1))
 

@@ -129,7 +129,7 @@ def test_compiled_step_batch_equals_the_uncompiled():
 
 
 def _train_clip(model, objects: int, start: int, prompt: str, seed: int):
-    from model.train_step import TrainClip
+    from model.training.step import TrainClip
 
     size = model.cfg.image_size
     ts = [start, start + 1, start + 3]  # a dropped frame: irregular memory ages, as training makes them
@@ -141,7 +141,7 @@ def _train_clip(model, objects: int, start: int, prompt: str, seed: int):
 
 @pytest.mark.cuda
 def test_a_training_step_on_the_device():
-    from model.train_step import clip_loss, clips_forward
+    from model.training.step import clip_loss, clips_forward
 
     torch.manual_seed(0)
     model = load_model("synthetic-tiny", image_size=TRAIN_SIZE, device=DEVICE).train()

@@ -5,7 +5,8 @@ import torch
 
 from model import Prompt, StreamingTracker, embedded_checkpoint, get_config, load_model, resolve_checkpoint
 from model.metrics import davis_summary, frame_scores, object_score
-from workers.synthetic import SyntheticConfig, first_frame_prompts, render_video, split_seed
+from model.synthetic import SyntheticConfig, render_video, split_seed
+from workers.synthetic_corpus import first_frame_prompts
 
 TEST_VIDEOS = range(5)  # fixed test-split videos, never seen in training
 JF_TARGET = 0.80  # issue 5's bar for the shipped weights on these videos

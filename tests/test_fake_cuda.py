@@ -27,7 +27,7 @@ from model import (MemoryPolicy, Prompt, SAM2Model, StreamingTracker, TrackerSta
                    get_config, load_model)
 from model.auto_masks import AutoMaskConfig
 from model.discovery import DiscoveryConfig
-from model.train_step import TrainClip, clip_loss, clips_forward
+from model.training.step import TrainClip, clip_loss, clips_forward
 from tests.fake_cuda import DEVICE, Allow, FakeCuda, HostSyncError
 
 H, W, T = 96, 128, 8
@@ -181,7 +181,7 @@ def test_training_step_on_fake_cuda():
     model = fc.module(SAM2Model(get_config("synthetic-tiny", S)).train())
     with fc:
         clips = []
-        for prompt, clicks in (("mask", {}), ("point", {1: 1}), ("box", {2: 1})):
+        for prompt, clicks in (("mask", {}), ("points", {1: 1}), ("box", {2: 1})):
             frames = torch.empty(3, 3, S, S, device=DEVICE)
             gt = torch.empty(3, 2, S, S, dtype=torch.bool, device=DEVICE)
             clips.append(TrainClip(frames, gt, [0, 2, 3], prompt, clicks, torch.Generator().manual_seed(0)))

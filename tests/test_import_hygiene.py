@@ -51,7 +51,7 @@ def test_model_imports_only_torch_numpy_and_safetensors():
             return {m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names)
         import numpy, safetensors.torch, torch
         before = roots()
-        import model, model.tracker, model.train_step, model.auto_masks, model.discovery
+        import model, model.tracker, model.training.step, model.auto_masks, model.discovery
         print(json.dumps(sorted(roots() - before)))
     """)
     assert json.loads(proc.stdout.splitlines()[-1]) == ["model"]

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from model.losses import (MaskLossWeights, combined_loss, dice_loss, iou_prediction_loss, mask_iou,
+from model.training.losses import (MaskLossWeights, combined_loss, dice_loss, iou_prediction_loss, mask_iou,
                           object_presence_loss, select_candidate, sigmoid_focal_loss, temporal_consistency_loss)
 from model.sam2 import NO_OBJECT_LOGIT
 

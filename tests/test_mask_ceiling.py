@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from benchmarks.mask_ceiling import ceiling, fit_grid, main
-from workers.synthetic import SyntheticConfig, write_corpus
+from model.synthetic import SyntheticConfig
+from workers.synthetic_corpus import write_corpus
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ from tests.corpus import REPO, run, run_killing_an_actor
 from tests.encoded_videos import truncate_file
 from workers.masklets import decode_rle
 from workers.output import read_masklets
-from workers.synthetic import SyntheticConfig, write_corpus
+from model.synthetic import SyntheticConfig
+from workers.synthetic_corpus import write_corpus
 
 SEGMENTS = PseudoLabelConfig(segment_frames=40, overlap=8)  # 96 frames -> 3 segments of 38 / 38 / 36
 CHUNK = 16

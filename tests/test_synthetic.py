@@ -9,8 +9,8 @@ import pytest
 from cluster.manifest import read_manifest
 from workers.masklets import MASKLET_SCHEMA, decode_rle
 from workers.output import read_masklets
-from workers.synthetic import (FLAT_COLORS, OCCLUDER, SPLITS, SyntheticConfig, SyntheticError, first_frame_prompts,
-                               interior_point, reappearances, render_video, seed_range, split_seed, write_corpus)
+from model.synthetic import FLAT_COLORS, OCCLUDER, SPLITS, SyntheticConfig, SyntheticError, interior_point, reappearances, render_video, seed_range, split_seed
+from workers.synthetic_corpus import first_frame_prompts, write_corpus
 from workers.video_source import probe_video
 
 # Non-square and smaller than the default: x/y mix-ups show, and a batch of videos renders in a few seconds.

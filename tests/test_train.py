@@ -9,9 +9,9 @@ import torch
 
 from jobs import train as train_job
 from model import SAM2Model, get_config, load_model
-from model.train_step import TrainClip, clip_forward, clip_loss, clips_forward, sample_clicks
-from workers.synthetic import SyntheticConfig, render_video, split_seed
-from workers.train_clips import ClipPrefetcher, image_mix, step_clips
+from model.training.step import TrainClip, clip_forward, clip_loss, clips_forward, sample_clicks
+from model.synthetic import SyntheticConfig, render_video, split_seed
+from model.training.clips import ClipPrefetcher, image_mix, step_clips
 
 S = 64
 
@@ -36,7 +36,7 @@ def _model(seed=0):
 def test_gradients_reach_memory_modules(clip):
     frames, gt, index = clip
     model = _model()
-    outputs = clip_forward(model, frames, gt, index, "point", {0: 1, 1: 1}, torch.Generator().manual_seed(0))
+    outputs = clip_forward(model, frames, gt, index, "points", {0: 1, 1: 1}, torch.Generator().manual_seed(0))
     assert [len(o.steps) for o in outputs] == [2, 2]
     # synthetic-tiny tracks with one mask (multimask_for_tracking=False); official presets with 3 candidates
     assert outputs[1].steps[0].logits.shape == (gt.shape[1], 1, S // 4, S // 4)
@@ -58,7 +58,7 @@ def _train_clip(model, seed: int, index: list[int], prompt: str, clicks: dict[in
 
 # Every prompt kind, corrective clicks on different positions (two on one), and frame gaps that give the clips
 # different numbers of memories at the same position (padded in the batch).
-CLIPS = [(3, [0, 1, 2, 3, 4, 5, 6, 7], "mask", {3: 1}), (4, [0, 2, 5, 6, 7, 11, 12, 18], "point", {0: 1, 5: 2}),
+CLIPS = [(3, [0, 1, 2, 3, 4, 5, 6, 7], "mask", {3: 1}), (4, [0, 2, 5, 6, 7, 11, 12, 18], "points", {0: 1, 5: 2}),
          (5, [1, 2, 3, 4, 5, 6, 7, 8], "box", {0: 1, 2: 1}), (6, [0, 3, 4, 5, 9, 10, 11, 12], "box", {})]
 
 
@@ -211,7 +211,7 @@ def test_bad_counts_are_refused_naming_the_value(tmp_path, capsys, flag):
 
 
 def test_image_clips_are_single_frames_prompted_without_masks():
-    assert image_mix({"mask": 0.5, "point": 0.25, "box": 0.25}) == {"point": 0.5, "box": 0.5}
+    assert image_mix({"mask": 0.5, "points": 0.25, "box": 0.25}) == {"points": 0.5, "box": 0.5}
     assert image_mix({"mask": 1.0}) == {"box": 1.0}
     args = train_job.parse_args(["--out", "x", "--batch", "2", "--image-size", str(S), "--curriculum", "0:3",
                                  "--image-share", "1", "--prompt-mix", "mask:1", "--device", "cpu"])

@@ -1,4 +1,4 @@
-"""Pixels of the synthetic videos (workers.synthetic): tileable textures, star-shaped silhouettes, strips.
+"""Pixels of the synthetic videos (model.synthetic): tileable textures, star-shaped silhouettes, strips.
 
 Pure numpy, no randomness of its own: every generator takes the caller's `np.random.Generator`.
 

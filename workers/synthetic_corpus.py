@@ -1,20 +1,4 @@
-"""Synthetic videos with exact ground truth: training data for the embedded model, and an evaluation corpus.
-
-A video (`render_video(seed, config)`) shows a textured background under a drifting camera and 1-4 tracked
-objects (ellipses, polygons, stars, blobs; some wear the same texture as another, as distractors) that move,
-zoom, rotate and deform, pass behind each other, disappear behind foreground occluders (bars and blobs that are
-never tracked) and leave the frame, for up to `hidden_frames` frames, then come back. The disappearances are
-scripted so that they are exact (see workers.synthetic_scene); `SyntheticVideo.events` lists them and
-`SyntheticVideo.reappearances()` finds every return after >= 5 hidden frames from the truth itself.
-
-Ground truth: `masks[t, k]` is the VISIBLE part of object k on frame t, after every occlusion; `labels[t]`
-names the owner of every pixel (0 background, object id, OCCLUDER). The truth refers to the rendered frames;
-the mp4 that `write_corpus` writes is H.264, so its decoded pixels differ slightly (the masks still hold).
-
-Everything is deterministic: the same (seed, config) gives the same frames and masks (with the same numpy:
-its Generator streams may change between numpy releases). Splits never share a seed: split k ("train", "val",
-"test") owns the seeds [k * SPLIT_STRIDE, (k + 1) * SPLIT_STRIDE). A 64-frame 256x256 video renders in about
-0.2 s on one CPU core.
+"""The synthetic videos (model.synthetic) as a job corpus: mp4 files, a manifest with prompts, the truth as masklets.
 
 Corpus layout (`write_corpus`):
     <out>/manifest.jsonl                       the job manifest: absolute mp4 path, video_id, prompts
@@ -37,73 +21,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .synthetic_render import FLAT_COLORS, OCCLUDER, SyntheticVideo, reappearances, render_video
-from .synthetic_scene import Event, SyntheticConfig, SyntheticError
+from model.prompts import PROMPT_KINDS
+from model.synthetic import SyntheticConfig, SyntheticError, SyntheticVideo, interior_point, render_video, split_seed
 
 # Rendering needs numpy only, so training runs where PyAV and pycocotools are not installed (a GPU image):
 # the masklet and mp4 writers are imported where a corpus or a mask prompt is written.
 
-__all__ = [
-    "FLAT_COLORS", "OCCLUDER", "PROMPT_KINDS", "SPLITS", "SPLIT_STRIDE", "Event", "SyntheticConfig",
-    "SyntheticError", "SyntheticVideo", "first_frame_prompts", "interior_point", "reappearances", "render_video",
-    "seed_range", "split_seed", "truth_table", "write_corpus",
-]
-
-SPLITS = ("train", "val", "test")
-SPLIT_STRIDE = 2**32  # seeds per split; split k owns [k * SPLIT_STRIDE, (k + 1) * SPLIT_STRIDE)
-PROMPT_KINDS = ("points", "box", "mask")
-
-
-# ---------------------------------------------------------------------------------------------- splits
-
-def seed_range(split: str) -> range:
-    if split not in SPLITS:
-        raise SyntheticError(f"unknown split {split!r}; known: {', '.join(SPLITS)}", split)
-    k = SPLITS.index(split)
-    return range(k * SPLIT_STRIDE, (k + 1) * SPLIT_STRIDE)
-
-
-def split_seed(split: str, index: int) -> int:
-    """The seed of video `index` (0 <= index < SPLIT_STRIDE) of `split`; no two splits share a seed."""
-    seeds = seed_range(split)
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < len(seeds):
-        raise SyntheticError(f"index must be an int in [0, {len(seeds)}), got {index!r}", index)
-    return seeds[int(index)]
+__all__ = ["first_frame_prompts", "truth_table", "write_corpus"]
 
 
 # ---------------------------------------------------------------------------------------------- prompts
-
-def _erode(m: np.ndarray, diagonal: bool) -> np.ndarray:
-    """One step of binary erosion (4- or 8-neighbourhood); `m` has a False border that stays False."""
-    out = np.zeros_like(m)
-    core = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
-    if diagonal:
-        core &= m[:-2, :-2] & m[:-2, 2:] & m[2:, :-2] & m[2:, 2:]
-    out[1:-1, 1:-1] = core
-    return out
-
-
-def interior_point(mask: np.ndarray) -> tuple[int, int]:
-    """(x, y) of a pixel of `mask` far from its boundary (the frame's edge counts as boundary).
-
-    Erodes until nothing is left, alternating 4- and 8-neighbourhoods (an octagonal approximation of the
-    Euclidean distance transform), then takes the last survivor closest to the survivors' centroid.
-    """
-    ys, xs = np.nonzero(mask)
-    if ys.size == 0:
-        raise SyntheticError("cannot pick a point inside an empty mask", 0)
-    y0, x0 = ys.min(), xs.min()
-    m = np.pad(mask[y0:ys.max() + 1, x0:xs.max() + 1], 1)
-    step = 0
-    while True:
-        eroded = _erode(m, diagonal=step % 2 == 1)
-        if not eroded.any():
-            break
-        m, step = eroded, step + 1
-    ry, rx = np.nonzero(m)
-    best = int(np.argmin((ry - ry.mean()) ** 2 + (rx - rx.mean()) ** 2))
-    return int(rx[best] + x0 - 1), int(ry[best] + y0 - 1)
-
 
 def _prompt(object_id: int, frame: int, mask: np.ndarray, kind: str) -> dict:
     prompt = {"object_id": object_id, "frame_index": frame}

@@ -1,4 +1,4 @@
-"""Geometry of a synthetic video (workers.synthetic): camera, object motion and the scripted disappearances.
+"""Geometry of a synthetic video (model.synthetic): camera, object motion and the scripted disappearances.
 
 Everything lives in world pixels; the screen is the world shifted by the camera (`screen = world - camera[t]`).
 Objects follow keyframes, interpolated linearly with softened corners: a point between two keyframes is a
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.errors import SamstreamError
+from ..errors import SamstreamError
 
-from .synthetic_shapes import Shape, Strip, Wobble, make_shape, make_wobble, sprite_extent
+from .shapes import Shape, Strip, Wobble, make_shape, make_wobble, sprite_extent
 
 MAX_OBJECTS = 4  # owner codes 1..4 in the label map; the issue asks for 1-4 objects
 _MARGIN = 2.0  # px kept between a hidden object's extent and the edge of what hides it
@@ -332,7 +332,7 @@ def _free_start(rng: np.random.Generator, cfg: SyntheticConfig, camera: np.ndarr
 
 
 def plan_scene(rng: np.random.Generator, cfg: SyntheticConfig) -> Scene:
-    """Draw a whole video's geometry from `rng` (appearance is drawn separately, see workers.synthetic).
+    """Draw a whole video's geometry from `rng` (appearance is drawn separately, see model.synthetic).
 
     Order matters: the scripted windows (and their bars) and the extra occluders come first, so that each
     object's free wander can start clear of all of them; crossings are steered last, through objects behind.

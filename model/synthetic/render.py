@@ -1,4 +1,4 @@
-"""Rendering a planned synthetic scene to frames plus its exact ground truth (see workers.synthetic).
+"""Rendering a planned synthetic scene to frames plus its exact ground truth (see model.synthetic).
 
 Geometry and appearance come from two independent random streams of the same seed, so `flat_colors=True`
 (every owner in one flat colour, no noise) gives exactly the same masks as the textured video: a debug view
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .synthetic_scene import Event, Scene, SyntheticConfig, SyntheticError, Track, plan_scene
-from .synthetic_shapes import TEXTURE_SIZE, Sprite, background_image, draw_sprite, draw_strip, make_texture
+from .scene import Event, Scene, SyntheticConfig, SyntheticError, Track, plan_scene
+from .shapes import TEXTURE_SIZE, Sprite, background_image, draw_sprite, draw_strip, make_texture
 
 OCCLUDER = 255  # label of foreground occluder pixels; 0 is the background, 1..4 the tracked objects
 FLAT_COLORS = {0: (0, 0, 0), 1: (255, 0, 0), 2: (0, 255, 0), 3: (0, 0, 255), 4: (255, 255, 0),
@@ -35,7 +35,7 @@ class SyntheticVideo:
     masks: np.ndarray  # (T, O, H, W) bool: the VISIBLE part of each object (labels == object id)
     object_ids: np.ndarray  # (O,) int32
     full_areas: np.ndarray  # (T, O) int64: each object's whole silhouette inside the frame, before occlusion
-    events: tuple[Event, ...]  # the scripted occlusions (exact: see workers.synthetic_scene)
+    events: tuple[Event, ...]  # the scripted occlusions (exact: see model.synthetic.scene)
 
     @property
     def areas(self) -> np.ndarray:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .synthetic import SyntheticConfig, render_video, split_seed
+from ..synthetic import SyntheticConfig, render_video, split_seed
 
 
 @dataclass

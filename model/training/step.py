@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from .losses import MaskLossWeights, combined_loss
-from .prompts import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, NEGATIVE, POSITIVE
-from .sam2 import NO_OBJECT_LOGIT, SAM2Model
-from .transfer import to_device
+from ..prompts import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, NEGATIVE, POSITIVE
+from ..sam2 import NO_OBJECT_LOGIT, SAM2Model
+from ..transfer import to_device
 
-PROMPT_KINDS = ("mask", "point", "box")
+from ..prompts import PROMPT_KINDS
 
 
 @dataclass
@@ -54,12 +54,12 @@ class FrameOutput:
 def gt_prompt(gt: torch.Tensor, kind: str, generator: torch.Generator | None = None,
               box_noise: float = 0.1) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Points (O, P, 2) x, y in model pixels and labels (O, P) from GT masks (O, S, S) for `kind`
-    "point" (one positive click uniform in the mask) or "box" (the mask's box, corners jittered by up to
+    "points" (one positive click uniform in the mask) or "box" (the mask's box, corners jittered by up to
     box_noise of its size, as SAM 2's training does). Objects must be visible."""
-    if kind == "point":
+    if kind == "points":
         return sample_clicks(torch.zeros_like(gt), gt, generator)
     if kind != "box":
-        raise ValueError(f"prompt kind must be 'point' or 'box' here, got {kind!r}")
+        raise ValueError(f"prompt kind must be 'points' or 'box' here, got {kind!r}")
     S = gt.shape[-1]
     ar = torch.arange(S, device=gt.device, dtype=torch.float32)
     big = float(S)
@@ -121,7 +121,7 @@ class TrainClip:
     frames: torch.Tensor  # (T, 3, S, S) normalised
     gt_masks: torch.Tensor  # (T, O, S, S) bool, every object visible on position 0
     frame_index: list[int]  # T increasing video frame indices (gaps = dropped frames)
-    prompt: str = "mask"  # position 0's prompt: "mask", "point" or "box"
+    prompt: str = "mask"  # position 0's prompt: "mask", "points" or "box"
     clicks: dict[int, int] = field(default_factory=dict)  # {position: corrective clicks}
     generator: torch.Generator | None = None  # this clip's box noise and click draws
 
@@ -313,7 +313,7 @@ def clip_forward(model: SAM2Model, frames: torch.Tensor, gt_masks: torch.Tensor,
                  generator: torch.Generator | None = None, num_recent: int = 6) -> list[FrameOutput]:
     """`clips_forward` of one clip: frames (T, 3, S, S) normalised; gt_masks (T, O, S, S) bool, every object
     visible on position 0; frame_index: T increasing video frame indices (gaps = dropped frames); prompt:
-    "mask", "point" or "box" on position 0; clicks: {position: corrective clicks}."""
+    "mask", "points" or "box" on position 0; clicks: {position: corrective clicks}."""
     clip = TrainClip(frames, gt_masks, list(frame_index), prompt, dict(clicks or {}), generator)
     return clips_forward(model, [clip], num_recent)[0]
 
