@@ -49,6 +49,9 @@ class Decoded:
     iou: torch.Tensor  # (N,) predicted IoU of the chosen mask
     obj_ptr: torch.Tensor  # (N, C) object pointer
     object_score_logits: torch.Tensor  # (N, 1) > 0: the object is present
+    # Every candidate (training supervises all of them: SAM's min-over-candidates loss); None where not kept.
+    candidates: torch.Tensor | None = None  # (N, M, S/4, S/4) mask logits, M = 3 when multimask, else 1
+    candidate_ious: torch.Tensor | None = None  # (N, M) their predicted IoUs
 
 
 def _build_memory_attention(cfg: ModelConfig) -> MemoryAttention:
@@ -152,7 +155,7 @@ class SAM2Model(nn.Module):
         low_res = masks[rows, best].unsqueeze(1)  # (N, 1, S/4, S/4)
         token = tokens[rows, best] if multimask and tokens.shape[1] > 1 else tokens[:, 0]  # (N, C)
         obj_ptr = self._absent_to_no_obj_ptr(self.obj_ptr_proj(token), present.float())
-        return Decoded(low_res, self.upsample(low_res), ious[rows, best], obj_ptr, obj_logits)
+        return Decoded(low_res, self.upsample(low_res), ious[rows, best], obj_ptr, obj_logits, masks, ious.float())
 
     def decode_mask_prompt(self, feat: torch.Tensor, high_res: list[torch.Tensor], mask: torch.Tensor) -> Decoded:
         """A mask prompt is taken as the output itself; the decoder only supplies its object pointer."""
@@ -162,7 +165,8 @@ class SAM2Model(nn.Module):
         ptr = self.decode(feat, high_res, None, None, self.mask_downsample(mask.float()), False).obj_ptr
         present = mask.flatten(1).any(dim=1, keepdim=True).float()  # (N, 1)
         obj_ptr = self._absent_to_no_obj_ptr(ptr, present)
-        return Decoded(low, high, torch.ones_like(present[:, 0]), obj_ptr, present * 20.0 - 10.0)
+        iou = torch.ones_like(present[:, 0])
+        return Decoded(low, high, iou, obj_ptr, present * 20.0 - 10.0, low, iou[:, None])
 
     def _absent_to_no_obj_ptr(self, ptr: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         return present * ptr + (1 - present) * self.no_obj_ptr

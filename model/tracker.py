@@ -18,9 +18,10 @@ from torch.profiler import record_function
 
 from .discovery import DiscoveryConfig, DiscoveryState, propose_new_objects, update_missing
 from .errors import PromptError, StateError
-from .memory_bank import MemoryPolicy, ObjectMemory
+from .memory_bank import MemoryPolicy
 from .memory_batch import build_memory_batch
 from .memory_kv import MemoryKVBuffer, TemporalKeyTable, build_memory_kv
+from .memory_write import encode_memories, new_bank, store_memory, worth_storing
 from .postprocess import fill_holes
 from .prompts import ModelPrompt, Prompt, check_frame, to_model_prompt
 from .sam2 import Decoded, FrameFeatures, SAM2Model
@@ -255,32 +256,15 @@ class StreamingTracker:
         prompted = to_device([t.kind != TRACK for t in tasks], self.device)  # (N,) bool
         # Prompted frames are remembered as the user saw them: the (hole-filled) output, binarised.
         mask_in = torch.where(prompted[:, None, None, None], self.model.upsample(low_res), decoded.high_res)
-        mems = self.model.encode_memory(raw_feat, mask_in, decoded.object_score_logits, prompted)
-        mems = mems.to(torch.bfloat16)  # memories are kept in bf16, as the reference keeps them
-        keep = self._worth_storing(decoded)
+        mems = encode_memories(self.model, raw_feat, mask_in, decoded.object_score_logits, prompted)
+        keep = worth_storing(self.policy, decoded.object_score_logits)
         for j, t in enumerate(tasks):
             state = states[t.stream]
             if t.object_id not in state.objects:
-                state.objects[t.object_id] = ObjectMemory.allocate(
-                    t.object_id, state.frame_index, self.policy,
-                    self.cfg.max_obj_ptrs - 1 if self.policy.num_recent else 0,  # memory off: no recent pointers
-                    tuple(mems.shape[1:]), decoded.obj_ptr.shape[1], self.device)
-            bank = state.objects[t.object_id]
-            if t.kind in (PROMPT, DISCOVER):
-                bank.store_cond(state.frame_index, mems[j], decoded.obj_ptr[j])
-            elif keep[j]:
-                bank.store_recent(state.frame_index, mems[j], decoded.obj_ptr[j])
-                if self.policy.is_keyframe(state.frame_index - bank.first_frame):
-                    bank.store_keyframe(state.frame_index, mems[j])
-
-    def _worth_storing(self, decoded: Decoded) -> list[bool]:
-        """Per row, whether a tracked frame is remembered: always, or with selective storing when the object's
-        presence probability reaches the policy's threshold (the one host read this policy costs)."""
-        rows = decoded.object_score_logits.shape[0]
-        if self.policy.store_threshold is None:
-            return [True] * rows
-        present = torch.sigmoid(decoded.object_score_logits[:, 0].float()) >= self.policy.store_threshold
-        return present.tolist()
+                state.objects[t.object_id] = new_bank(self.model, self.policy, t.object_id, state.frame_index,
+                                                      mems[j], decoded.obj_ptr[j])
+            store_memory(state.objects[t.object_id], self.policy, state.frame_index, mems[j], decoded.obj_ptr[j],
+                         t.kind in (PROMPT, DISCOVER), keep[j])
 
     def _result(self, stream: int, state: TrackerState, tasks: list[_Task], low_res, decoded) -> FrameResult:
         rows = [j for j, t in enumerate(tasks) if t.stream == stream]  # consecutive but for discovered objects

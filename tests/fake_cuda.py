@@ -6,7 +6,7 @@ a CPU tensor meeting a CUDA tensor raises FakeTensorDeviceMismatchError (as on a
 a device value on the host has no value to give. `FakeCuda` adds what is missing on a CPU build and records
 the synchronisations, each with the repository frames that caused it:
 
-    fc = FakeCuda(allow=[Allow("model/tracker.py:_worth_storing", "selective storing reads presence", True)])
+    fc = FakeCuda(allow=[Allow("model/memory_write.py:worth_storing", "selective storing reads presence", True)])
     model = fc.module(load_model("synthetic-tiny"))   # parameters and buffers -> fake cuda:0 (build outside)
     with fc:
         tracker = StreamingTracker(model)              # autocast "auto" -> bf16, as on a GPU
@@ -107,8 +107,8 @@ class Allow:
 class Sync:
     kind: str  # "read", "copy_to_host", "copy_to_device", "dynamic_shape" or "synchronize"
     op: str  # the aten op or CUDA API that synchronised
-    site: str  # innermost repository frame, "model/tracker.py:_worth_storing"
-    stack: tuple[str, ...]  # repository frames, outermost first, "model/tracker.py:273 _worth_storing"
+    site: str  # innermost repository frame, "model/memory_write.py:worth_storing"
+    stack: tuple[str, ...]  # repository frames, outermost first, "model/memory_write.py:30 worth_storing"
     allowed: Allow | None  # the allowance that let it through (None: it raised)
 
 

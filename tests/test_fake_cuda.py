@@ -3,13 +3,13 @@ fake cuda:0 tensors with no device mix and no host-device synchronisation except
 
 Documented synchronisations (each allowed at its one site, with the reason):
 - selective storing (MemoryPolicy.store_threshold) reads the objects' presence once per frame to decide what
-  the bank keeps (its slot bookkeeping is host metadata): model/tracker.py:_worth_storing;
+  the bank keeps (its slot bookkeeping is host metadata): model/memory_write.py:worth_storing;
 - a discovery stream reads its objects' presence once per frame to count missing frames:
   model/tracker.py:_end_missing;
 - restoring a snapshot copies its tensors to the device with plain copies, once per chunk, before the frame
   loop: model/state.py:from_bytes;
 - training draws clicks (a point prompt's, each corrective round's) from a region with the clip's host
-  generator: one device-to-host copy of the region per draw, model/train_step.py:sample_clicks.
+  generator: one device-to-host copy of the region per draw, model/training/step.py:sample_clicks.
 Checks that cannot be made under fake tensors (no values exist): numerics and parity with the reference (see
 test_parity.py, on the CPU), bf16 accuracy, timing and real copy/compute overlap, torch.compile's kernels
 (`static_shapes` is set directly here, as compile() sets it), the training backward (skipped below: the
@@ -31,10 +31,10 @@ from model.training.step import TrainClip, clip_loss, clips_forward
 from tests.fake_cuda import DEVICE, Allow, FakeCuda, HostSyncError
 
 H, W, T = 96, 128, 8
-SELECTIVE = Allow("model/tracker.py:_worth_storing", "selective storing: presence decides what is kept", True)
+SELECTIVE = Allow("model/memory_write.py:worth_storing", "selective storing: presence decides what is kept", True)
 MISSING = Allow("model/tracker.py:_end_missing", "discovery counts missing frames from presence", 1.0)
 RESTORE = Allow("model/state.py:from_bytes", "a snapshot's tensors go to the device once, before the loop")
-CLICKS = Allow("model/train_step.py:sample_clicks", "clicks are drawn with the clip's host generator")
+CLICKS = Allow("model/training/step.py:sample_clicks", "clicks are drawn with the clip's host generator")
 
 
 def _square(y0: int, x0: int, size: int = 24) -> np.ndarray:

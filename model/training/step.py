@@ -1,34 +1,39 @@
-"""A differentiable clip forward for training: SAM 2's video training recipe unrolled over a short clip.
+"""A differentiable clip forward for training: SAM 2's video training recipe unrolled over a short clip, on
+the tracker's own path.
 
 For O objects of one clip of T frames (frame indices may have gaps: dropped frames simulate occlusion gaps
 and make the memory's ages irregular, as at inference after a hidden stretch):
 - position 0 is the conditioning frame, decoded from its prompt (a GT mask, a click or a box derived from the
-  GT by the caller) without memory (`model.without_memory`);
-- every later position is decoded from memory attention over the clip's earlier frames, laid out exactly
-  like inference (memory_batch.py): the conditioning memory at temporal slot num_maskmem-1, recent frames of
-  age d at slot min(d, num_maskmem-1)-1, object pointers with `model.pointer_pos`; only ages the tracker would
-  keep (d <= num_recent for spatial memories, d <= max_obj_ptrs-1 for pointers) are attended to;
+  GT) as the tracker decodes a prompt (`SAM2Model.decode_mask_prompt`, or `decode` without memory);
+- every later position is decoded from memory attention over the clip's earlier frames. Each object has an
+  ObjectMemory bank (memory_bank.py) that its frames are stored into by memory_write.py and read from by
+  memory_batch.build_memory_batch, the functions the tracker uses, under the clip's MemoryPolicy (sampled per
+  clip by the trainer: selective storing, keyframes, decay, memory size); then `SAM2Model.decode`;
 - positions listed in `clicks` get corrective clicks: a point sampled from the error region between the
   prediction and the GT (positive on misses, negative on false alarms), decoded again with all clicks so far
-  and the previous logits as mask input, as SAM 2's training does. Every step is returned for supervision;
+  and the previous logits as mask input, as SAM 2's training and the tracker's corrections do. Every step,
+  with every candidate mask (multimask), is returned for supervision;
 - the memory of each frame is encoded from its final prediction: binarised where the frame had a prompt or
-  clicks, sigmoid otherwise (`model.encode_memory`). Memories keep their graph, so later frames' losses
-  train the memory encoder and the memory attention.
+  clicks, sigmoid otherwise, kept in bf16 as at inference. Memories keep their graph (bank slots are written
+  in place; autograd follows the copies), so later frames' losses train the memory encoder and attention.
 
 `clips_forward` unrolls several clips of one length as one batch of their objects (ragged memories padded with
-a -inf attention bias): the same arithmetic as one clip at a time in fewer, larger calls. Pure torch, no I/O.
-Simplifications against Meta's trainer: one conditioning frame, no re-prompting on later frames, clicks per
-step sampled uniformly from the error region (not the error's interior).
+a -inf attention bias, one memory-attention call per policy): the same arithmetic as one clip at a time in
+fewer, larger calls; tests/test_train.py checks both that and equality with StreamingTracker's logits. Pure
+torch, no I/O. Simplifications against Meta's trainer: one conditioning frame, no re-prompting on later frames,
+clicks sampled uniformly from the error region (not the error's interior).
 """
 
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from .losses import MaskLossWeights, combined_loss
+from ..memory_bank import MemoryPolicy, ObjectMemory
+from ..memory_batch import build_memory_batch
+from ..memory_write import encode_memories, new_bank, store_memory, worth_storing
 from ..prompts import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, NEGATIVE, POSITIVE
-from ..sam2 import NO_OBJECT_LOGIT, SAM2Model
+from ..sam2 import Decoded, FrameFeatures, SAM2Model
 from ..transfer import to_device
 
 from ..prompts import PROMPT_KINDS
@@ -93,25 +98,8 @@ def sample_clicks(pred: torch.Tensor, gt: torch.Tensor,
     return torch.stack([x, y], 1).float()[:, None], labels[:, None]
 
 
-def _decode_all(model: SAM2Model, feat, high_res, points, labels, mask_input, multimask: bool):
-    """model.decode keeping every candidate: -> (StepOutput, object pointers (O, C))."""
-    N = feat.shape[0]
-    if points is None:
-        points = feat.new_zeros(N, 1, 2, dtype=torch.float32)
-        labels = -torch.ones(N, 1, dtype=torch.int32, device=feat.device)
-    sparse, dense = model.sam_prompt_encoder(points=(points, labels), masks=mask_input)
-    masks, ious, tokens, obj_logits = model.sam_mask_decoder(
-        image_embeddings=feat, image_pe=model.sam_prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask,
-        high_res_features=high_res)
-    present = obj_logits > 0  # (N, 1); absent objects' masks are replaced, as in SAM 2's training
-    masks = torch.where(present[:, :, None, None], masks.float(), NO_OBJECT_LOGIT)  # (N, M, h, w)
-    best = ious.argmax(dim=-1)  # (N,)
-    rows = torch.arange(N, device=feat.device)
-    chosen = masks[rows, best].unsqueeze(1)  # (N, 1, h, w)
-    token = tokens[rows, best] if tokens.shape[1] > 1 else tokens[:, 0]  # (N, C)
-    ptr = model._absent_to_no_obj_ptr(model.obj_ptr_proj(token), present.float())
-    return StepOutput(masks, ious.float(), obj_logits.float(), chosen), ptr
+def _step(d: Decoded) -> StepOutput:
+    return StepOutput(d.candidates, d.candidate_ious, d.object_score_logits.float(), d.low_res)
 
 
 @dataclass
@@ -124,48 +112,7 @@ class TrainClip:
     prompt: str = "mask"  # position 0's prompt: "mask", "points" or "box"
     clicks: dict[int, int] = field(default_factory=dict)  # {position: corrective clicks}
     generator: torch.Generator | None = None  # this clip's box noise and click draws
-
-
-def _clip_memory(model: SAM2Model, mems: list, ptrs: list, frame_index: list[int], pos: int, num_recent: int):
-    """One clip's memory at `pos` from its earlier memories (O, Cm, h, w) / pointers (O, C) ->
-    (spatial (O, s, hw, Cm), temporal slots [s], pointers (O, P, C), pointer offsets [P])."""
-    last_slot = model.cfg.num_maskmem - 1
-    f = frame_index[pos]
-    # Conditioning frame first, then recent frames by increasing age: memory_batch.py's order.
-    recent = sorted((f - frame_index[j], j) for j in range(1, pos) if f - frame_index[j] <= num_recent)
-    spatial = torch.stack([mems[0]] + [mems[j] for _, j in recent], 1).flatten(3).transpose(2, 3)  # (O, s, hw, Cm)
-    tpos = [last_slot] + [min(d, last_slot) - 1 for d, _ in recent]
-    max_age = model.cfg.max_obj_ptrs - 1
-    ptr_recent = sorted((f - frame_index[j], j) for j in range(1, pos) if f - frame_index[j] <= max_age)
-    ptr = torch.stack([ptrs[0]] + [ptrs[j] for _, j in ptr_recent], 1)  # (O, P, C)
-    return spatial, tpos, ptr, [f - frame_index[0]] + [d for d, _ in ptr_recent]
-
-
-def _batch_memory(model: SAM2Model, parts: list[tuple]):
-    """Clips' `_clip_memory` parts padded into one batch (memory_batch.py's layout: [s x hw][P x k]; padding
-    gets a -inf attention bias) -> memory (N, L, Cm), memory_pos (N, L, Cm), pointer tokens, bias (N, L) or None."""
-    cfg = model.cfg
-    s_max, p_max = max(len(p[1]) for p in parts), max(len(p[3]) for p in parts)
-    spatial0, ptr0 = parts[0][0], parts[0][2]
-    hw, Cm, C, device = spatial0.shape[2], spatial0.shape[3], ptr0.shape[2], spatial0.device
-    k = C // Cm  # a pointer of width C becomes k memory tokens of width Cm
-    grid_pos, tpos_table = model.memory_pos(device), model.maskmem_tpos_enc.view(cfg.num_maskmem, Cm)
-    memory, memory_pos, bias = [], [], []
-    for spatial, tpos, ptr, offsets in parts:
-        O, s, P = spatial.shape[0], len(tpos), len(offsets)
-        spatial = F.pad(spatial, (0, 0, 0, 0, 0, s_max - s))  # (O, s_max, hw, Cm)
-        ptr = F.pad(ptr, (0, 0, 0, p_max - P)).reshape(O, p_max * k, Cm)  # (O, p_max*k, Cm)
-        tpos_enc = tpos_table[to_device(tpos + [0] * (s_max - s), device, torch.long)]  # (s_max, Cm)
-        pos_s = grid_pos[None] + tpos_enc[:, None, :]  # (s_max, hw, Cm)
-        pos_p = model.pointer_pos(to_device(offsets + [0] * (p_max - P), device, torch.float32))
-        memory.append(torch.cat([spatial.flatten(1, 2), ptr.to(spatial.dtype)], 1))  # (O, L, Cm)
-        pos = torch.cat([pos_s.flatten(0, 1), pos_p.repeat_interleave(k, 0)], 0)  # (L, Cm)
-        memory_pos.append(pos.to(spatial.dtype).expand(O, -1, -1))
-        keep = torch.cat([torch.arange(s_max, device=device).repeat_interleave(hw) < s,
-                          torch.arange(p_max, device=device).repeat_interleave(k) < P])  # (L,)
-        bias.append(torch.zeros(keep.shape, device=device).masked_fill(~keep, float("-inf")).expand(O, -1))
-    padded = any(len(p[1]) < s_max or len(p[3]) < p_max for p in parts)
-    return torch.cat(memory), torch.cat(memory_pos), p_max * k, torch.cat(bias) if padded else None
+    policy: MemoryPolicy = MemoryPolicy()  # the memory the clip is unrolled with (sampled per clip in training)
 
 
 def _cat_steps(steps: list[StepOutput]) -> StepOutput:
@@ -178,21 +125,19 @@ def _split_step(step: StepOutput, sizes: list[int]) -> list[StepOutput]:
     return [StepOutput(*parts) for parts in zip(*(x.split(sizes) for x in fields))]
 
 
-def _prompt_decode(model, f, gt, kind: str, points, labels):
-    """Position 0 of clips prompted with `kind` (their objects' features `f`) -> (StepOutput, pointers, fused)."""
+def _prompt_decode(model: SAM2Model, f: FrameFeatures, gt, kind: str, points, labels):
+    """Position 0 of clips prompted with `kind` (their objects' features `f`): the tracker's PROMPT decode
+    -> (Decoded, features the clicks decode from)."""
     if kind == "mask":
-        d = model.decode_mask_prompt(f.feat, f.high_res, gt[:, None].float())
-        return StepOutput(d.low_res, d.iou[:, None], d.object_score_logits, d.low_res), d.obj_ptr, f.feat
+        return model.decode_mask_prompt(f.feat, f.high_res, gt[:, None].float()), f.feat
     fused = model.without_memory(f.feat)
-    step, ptr = _decode_all(model, fused, f.high_res, points, labels, None,
-                            points.shape[1] <= model.cfg.multimask_max_pt_num)
-    return step, ptr, fused
+    return model.decode(fused, f.high_res, points, labels, None, points.shape[1] <= model.cfg.multimask_max_pt_num), fused
 
 
-def clips_forward(model: SAM2Model, clips: list[TrainClip], num_recent: int = 6) -> list[list[FrameOutput]]:
+def clips_forward(model: SAM2Model, clips: list[TrainClip]) -> list[list[FrameOutput]]:
     """Unroll SAM 2's training recipe over clips of one length at once -> per clip, one FrameOutput per
     position. The clips' objects are one batch at every position (the image encoder sees all their frames in
-    one call): the same arithmetic as one clip at a time, at a fraction of the calls."""
+    one call; memory attention runs once per memory policy among the clips)."""
     T = len(clips[0].frame_index)
     for c in clips:
         if c.prompt not in PROMPT_KINDS:
@@ -206,19 +151,14 @@ def clips_forward(model: SAM2Model, clips: list[TrainClip], num_recent: int = 6)
     frame_row = to_device([i * T for i, n in enumerate(sizes) for _ in range(n)], device, torch.long)  # (N,)
     prompts = [(None, None) if c.prompt == "mask" else gt_prompt(c.gt_masks[0], c.prompt, c.generator)
                for c in clips]
-    state = _ClipsState(clips, sizes, prompts)
+    state = _ClipsState(clips, sizes, prompts, [[] for _ in clips])
     outputs: list[list[FrameOutput]] = [[] for _ in clips]
-    mems, ptrs = [], []
     for pos in range(T):
         f = feats.select(frame_row + pos)  # each object's frame features
         gt = torch.cat([c.gt_masks[pos] for c in clips])  # (N, S, S)
-        steps, ptr, fused = _first_decodes(model, state, f, gt, pos, mems, ptrs, num_recent)
-        steps, ptr = _corrections(model, state, f, fused, gt, pos, steps, ptr)
-        chosen = _cat_steps([s[-1] for s in steps])
-        prompted = to_device([pos == 0 or bool(state.n_clicks(i, pos)) for i, n in enumerate(sizes)
-                              for _ in range(n)], device)  # prompted frames are remembered binarised
-        mems.append(model.encode_memory(f.feat, model.upsample(chosen.chosen), chosen.object_score_logits, prompted))
-        ptrs.append(ptr)
+        steps, last, fused = _first_decodes(model, state, f, gt, pos)
+        steps, last = _corrections(model, state, f, fused, gt, pos, steps, last)
+        _remember(model, state, f.feat, last, pos)
         for i, c in enumerate(clips):
             outputs[i].append(FrameOutput(pos, int(c.frame_index[pos]), steps[i]))
     return outputs
@@ -226,11 +166,12 @@ def clips_forward(model: SAM2Model, clips: list[TrainClip], num_recent: int = 6)
 
 @dataclass
 class _ClipsState:
-    """Per-clip bookkeeping of one `clips_forward`: object ranges and position 0's prompt points."""
+    """Per-clip bookkeeping of one `clips_forward`: object ranges, position 0's prompt points, memory banks."""
 
     clips: list[TrainClip]
     sizes: list[int]  # objects per clip
     prompts: list[tuple[torch.Tensor | None, torch.Tensor | None]]  # position 0's points (O, P, 2), labels
+    banks: list[list[ObjectMemory]]  # per clip, one bank per object (memory_bank.py, as the tracker's)
 
     def rows(self, i: int) -> slice:
         start = sum(self.sizes[:i])
@@ -245,18 +186,37 @@ def _index(state: _ClipsState, members: list[int], device) -> torch.Tensor:
     return torch.cat([torch.arange(state.rows(i).start, state.rows(i).stop, device=device) for i in members])
 
 
-def _first_decodes(model, state: _ClipsState, f, gt, pos, mems, ptrs, num_recent):
+def _fuse(model: SAM2Model, state: _ClipsState, f: FrameFeatures, pos: int) -> torch.Tensor:
+    """Memory attention for every object at `pos` > 0, from its bank laid out by build_memory_batch (the
+    tracker's function), one batch per memory policy -> fused features (N, C, h, w)."""
+    n, policies = len(state.clips), []
+    for c in state.clips:
+        if c.policy not in policies:
+            policies.append(c.policy)
+    fused = [None] * n
+    for policy in policies:
+        members = [i for i in range(n) if state.clips[i].policy == policy]
+        banks = [b for i in members for b in state.banks[i]]
+        frames = [int(state.clips[i].frame_index[pos]) for i in members for _ in range(state.sizes[i])]
+        idx = _index(state, members, f.feat.device)
+        batch = build_memory_batch(model, banks, frames, policy, f.feat.dtype)
+        out = model.fuse_with_memory(f.feat[idx], f.pos[idx], batch.memory, batch.memory_pos,
+                                     batch.num_ptr_tokens, batch.bias)
+        for i, part in zip(members, out.split([state.sizes[i] for i in members])):
+            fused[i] = part
+    return torch.cat(fused)
+
+
+def _first_decodes(model: SAM2Model, state: _ClipsState, f: FrameFeatures, gt, pos: int):
     """Every clip's first decode at `pos`: from its prompt on position 0 (one batch per prompt kind), from
-    memory later (one batch) -> (per clip [StepOutput], pointers (N, C), fused features (N, C, h, w))."""
+    memory later (one batch) -> (per clip [StepOutput], per clip its last Decoded, fused features (N, C, h, w))."""
     n = len(state.clips)
     if pos > 0:
-        parts = [_clip_memory(model, [m[state.rows(i)] for m in mems], [p[state.rows(i)] for p in ptrs],
-                              state.clips[i].frame_index, pos, num_recent) for i in range(n)]
-        memory, memory_pos, n_ptr, bias = _batch_memory(model, parts)
-        fused = model.fuse_with_memory(f.feat, f.pos, memory, memory_pos, n_ptr, bias)
-        step, ptr = _decode_all(model, fused, f.high_res, None, None, None, model.cfg.multimask_for_tracking)
-        return [[s] for s in _split_step(step, state.sizes)], ptr, fused
-    steps, ptr, fused = [None] * n, [None] * n, [None] * n
+        fused = _fuse(model, state, f, pos)
+        d = model.decode(fused, f.high_res, None, None, None, model.cfg.multimask_for_tracking)
+        parts = _split_decoded(d, state.sizes)
+        return [[_step(p)] for p in parts], parts, fused
+    steps, last, fused = [None] * n, [None] * n, [None] * n
     for kind in PROMPT_KINDS:
         members = [i for i in range(n) if state.clips[i].prompt == kind]
         if not members:
@@ -264,58 +224,82 @@ def _first_decodes(model, state: _ClipsState, f, gt, pos, mems, ptrs, num_recent
         idx = _index(state, members, gt.device)
         points = None if kind == "mask" else torch.cat([state.prompts[i][0] for i in members])
         labels = None if kind == "mask" else torch.cat([state.prompts[i][1] for i in members])
-        step, p, fu = _prompt_decode(model, f.select(idx), gt[idx], kind, points, labels)
+        d, fu = _prompt_decode(model, f.select(idx), gt[idx], kind, points, labels)
         sizes = [state.sizes[i] for i in members]
-        for i, s, pi, fi in zip(members, _split_step(step, sizes), p.split(sizes), fu.split(sizes)):
-            steps[i], ptr[i], fused[i] = [s], pi, fi
-    return steps, torch.cat(ptr), torch.cat(fused)
+        for i, di, fi in zip(members, _split_decoded(d, sizes), fu.split(sizes)):
+            steps[i], last[i], fused[i] = [_step(di)], di, fi
+    return steps, last, torch.cat(fused)
 
 
-def _corrections(model, state: _ClipsState, f, fused, gt, pos, steps, ptr):
-    """Corrective clicks at `pos` for the clips that have them; clips with as many points so far decode as one
-    batch. Appends to `steps` -> (steps, pointers (N, C) of each object's last decode)."""
+def _split_decoded(d: Decoded, sizes: list[int]) -> list[Decoded]:
+    return [Decoded(*parts) for parts in zip(*(getattr(d, n).split(sizes) for n in _DECODED_FIELDS))]
+
+
+_DECODED_FIELDS = ("low_res", "high_res", "iou", "obj_ptr", "object_score_logits", "candidates", "candidate_ious")
+
+
+def _corrections(model: SAM2Model, state: _ClipsState, f: FrameFeatures, fused, gt, pos, steps, last):
+    """Corrective clicks at `pos` for the clips that have them, decoded from the same fused features with the
+    previous logits as mask input (the tracker's CORRECT); clips with as many points so far decode as one batch.
+    Appends to `steps` -> (steps, per clip its last Decoded)."""
     n = len(state.clips)
     points = [state.prompts[i] if pos == 0 else (None, None) for i in range(n)]
-    ptrs = list(ptr.split(state.sizes))
     for round_ in range(max(state.n_clicks(i, pos) for i in range(n))):
         todo = [i for i in range(n) if state.n_clicks(i, pos) > round_]
         for i in todo:  # each clip's click from its own error region and generator
-            points[i] = _add_click(model, steps[i][-1], gt[state.rows(i)], *points[i], state.clips[i].generator)
+            points[i] = _add_click(model, last[i], gt[state.rows(i)], *points[i], state.clips[i].generator)
         for count in sorted({points[i][0].shape[1] for i in todo}):
             members = [i for i in todo if points[i][0].shape[1] == count]
             idx = _index(state, members, gt.device)
-            mask_input = torch.cat([steps[i][-1].chosen for i in members]).clamp(-32.0, 32.0)
-            step, p = _decode_all(model, fused[idx], [x[idx] for x in f.high_res],
-                                  torch.cat([points[i][0] for i in members]),
-                                  torch.cat([points[i][1] for i in members]), mask_input,
-                                  count <= model.cfg.multimask_max_pt_num)
-            sizes = [state.sizes[i] for i in members]
-            for i, s, pi in zip(members, _split_step(step, sizes), p.split(sizes)):
-                steps[i].append(s)
-                ptrs[i] = pi
-    return steps, torch.cat(ptrs)
+            mask_input = torch.cat([last[i].low_res for i in members]).clamp(-32.0, 32.0)
+            d = model.decode(fused[idx], [x[idx] for x in f.high_res], torch.cat([points[i][0] for i in members]),
+                             torch.cat([points[i][1] for i in members]), mask_input,
+                             count <= model.cfg.multimask_max_pt_num)
+            for i, di in zip(members, _split_decoded(d, [state.sizes[i] for i in members])):
+                steps[i].append(_step(di))
+                last[i] = di
+    return steps, last
 
 
-def _add_click(model, prev: StepOutput, gt, points, labels, generator):
+def _add_click(model: SAM2Model, prev: Decoded, gt, points, labels, generator):
     """Points and labels with one more corrective click, sampled from the error of `prev` (O objects).
     (The tracker clamps the previous logits it feeds back to +-32: -1024 for absent objects would swamp them.)"""
-    pred = model.upsample(prev.chosen.detach())[:, 0] > 0  # (O, S, S)
-    if prev.chosen.shape[-2:] != model.sam_prompt_encoder.mask_input_size:
-        raise ValueError(f"low-res logits {tuple(prev.chosen.shape)} do not match the mask input size")
+    pred = prev.high_res.detach()[:, 0] > 0  # (O, S, S)
     new_p, new_l = sample_clicks(pred, gt, generator)
     if points is None:
         return new_p, new_l
     return torch.cat([points, new_p], 1), torch.cat([labels, new_l], 1)
 
 
+def _remember(model: SAM2Model, state: _ClipsState, raw_feat: torch.Tensor, last: list[Decoded], pos: int) -> None:
+    """Every object's memory of `pos`, encoded and stored as the tracker does (memory_write.py): position 0 as a
+    conditioning frame, corrected frames binarised into the recent ring, tracked ones by the clip's policy."""
+    d = _cat_decoded(last)
+    prompted = [pos == 0 or bool(state.n_clicks(i, pos)) for i in range(len(state.clips))]
+    rows = to_device([p for i, p in enumerate(prompted) for _ in range(state.sizes[i])], raw_feat.device)
+    # The output upsampled, as the tracker remembers it (a mask prompt too: its low-res form, not the GT itself).
+    mems = encode_memories(model, raw_feat, model.upsample(d.low_res), d.object_score_logits, rows)  # (N, Cm, h, w)
+    for i, c in enumerate(state.clips):
+        r, frame = state.rows(i), int(c.frame_index[pos])
+        keep = worth_storing(c.policy, d.object_score_logits[r])
+        for j, (mem, ptr) in enumerate(zip(mems[r], d.obj_ptr[r])):
+            if pos == 0:
+                state.banks[i].append(new_bank(model, c.policy, j + 1, frame, mem, ptr))
+            store_memory(state.banks[i][j], c.policy, frame, mem, ptr, pos == 0, keep[j])
+
+
+def _cat_decoded(rows: list[Decoded]) -> Decoded:
+    return Decoded(*(torch.cat([getattr(r, n) for r in rows]) for n in _DECODED_FIELDS))
+
+
 def clip_forward(model: SAM2Model, frames: torch.Tensor, gt_masks: torch.Tensor, frame_index: list[int],
                  prompt: str = "mask", clicks: dict[int, int] | None = None,
-                 generator: torch.Generator | None = None, num_recent: int = 6) -> list[FrameOutput]:
+                 generator: torch.Generator | None = None, policy: MemoryPolicy = MemoryPolicy()) -> list[FrameOutput]:
     """`clips_forward` of one clip: frames (T, 3, S, S) normalised; gt_masks (T, O, S, S) bool, every object
     visible on position 0; frame_index: T increasing video frame indices (gaps = dropped frames); prompt:
     "mask", "points" or "box" on position 0; clicks: {position: corrective clicks}."""
-    clip = TrainClip(frames, gt_masks, list(frame_index), prompt, dict(clicks or {}), generator)
-    return clips_forward(model, [clip], num_recent)[0]
+    clip = TrainClip(frames, gt_masks, list(frame_index), prompt, dict(clicks or {}), generator, policy)
+    return clips_forward(model, [clip])[0]
 
 
 def clip_loss(outputs: list[FrameOutput], gt_masks: torch.Tensor,
