@@ -1,14 +1,17 @@
-"""J&F of a model on the synthetic test split, with memory on and with memory off (the ablation).
+"""J&F of a model on a synthetic evaluation split, with memory on and with memory off (the ablation).
 
-Generates the held-out test split (model.synthetic, seeds of split "test" only: never trained on) as mp4
-files with a manifest of first-frame prompts, runs the real segment job on it twice (the default memory, then
-`--num-recent 0`: every frame decoded from its prompted frame's memory alone), and scores both with
-jobs.evaluate (DAVIS J&F; the prompted frame left out, as in DAVIS's semi-supervised protocol; reappearance
-J&F over the 5 frames after every return from >= 5 hidden frames).
+Generates the split's videos (model.synthetic; "test" by default: seeds never trained on, of the training
+families; "heldout": families never trained on at all, shapes, textures, backgrounds and motions; "val": for
+choosing settings without touching test) as mp4 files with a manifest of first-frame prompts, runs the real
+segment job on it twice (the default memory, then `--num-recent 0`: every frame decoded from its prompted
+frame's memory alone), and scores both with jobs.evaluate (DAVIS J&F; the prompted frame left out, as in
+DAVIS's semi-supervised protocol; reappearance J&F over the 5 frames after every return from >= 5 hidden
+frames).
 
     python -m benchmarks.synthetic_jf [--videos 50] [--frames 64] [--prompt mask] [--checkpoint URL]
                                       [--out out/synthetic_jf] [--actors 2] [--num-recent 6]
-                                      [--split test|val] [--store-threshold P] [--memory-args '--num-keyframes 4']
+                                      [--split test|heldout|val] [--store-threshold P]
+                                      [--memory-args '--num-keyframes 4']
 
 Writes <out>/results.json and <out>/results.md and prints the table. The corpus is reused when present.
 """
@@ -93,8 +96,10 @@ def main(argv=None) -> int:
                     help="selective storing in the 'memory' mode (jobs.segment's --store-threshold)")
     ap.add_argument("--memory-args", default="",
                     help="more jobs.segment memory options for the 'memory' mode, e.g. '--num-keyframes 4'")
-    ap.add_argument("--split", default="test", choices=("test", "val"),
-                    help="the held-out split to score (val: for choosing settings without touching test)")
+    ap.add_argument("--split", default="test", choices=("test", "heldout", "val"),
+                    help="the split to score: test (unseen seeds of the training families), heldout (families "
+                         "never trained on: model.synthetic.families.HELD_OUT) or val (for choosing settings "
+                         "without touching test)")
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma list of {list(MODES)}")
     ap.add_argument("--out", default="out/synthetic_jf")
     args = ap.parse_args(argv)

@@ -28,7 +28,10 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
 
-from model import load_model
+from model import SAM2Model, get_config
+from model.checkpoint import check_state_dict, read_state_dict
+from model.training.config import config_overrides, model_config, parse_overrides
+from model.training.policies import TRAINING_POLICIES, parse_policy_mix, sample_policies
 from model.prompts import PROMPT_KINDS
 from model.training.losses import MaskLossWeights
 from model.training.step import TrainClip, clip_loss, clips_forward
@@ -80,6 +83,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--image-share", type=float, default=0.0,
                    help="share of clips that are one frame prompted with a box or a click (SAM 2 trains on images "
                         "beside videos): cheap steps of segmentation from prompts, next to tracking from memory")
+    p.add_argument("--policy-mix", default="reference:1",
+                   help="memory policies the clips are unrolled with, name:share pairs drawn per clip (names: "
+                        f"{', '.join(TRAINING_POLICIES)}; model/training/policies.py)")
+    p.add_argument("--multimask", action="store_true",
+                   help="single-click prompts get 3 candidate masks, trained with SAM's min-over-candidates loss "
+                        "(the automatic mask generator prompts single clicks)")
+    p.add_argument("--model", default="", metavar="FIELD=VALUE,...",
+                   help="ablations: override the preset's config fields, e.g. d_model=192,memory_attention_layers=3,"
+                        "trunk.embed_dim=48,trunk.stages=1-2-3-1 (checkpoints record them; load_model does not)")
+    p.add_argument("--autocast", default="auto", choices=("auto", "bf16", "off"),
+                   help="bf16 autocast of the clip forward; auto: on CUDA and on CPUs with native bf16 (AVX512-BF16 "
+                        "or AMX), off elsewhere (an AVX2 CPU emulates bf16 matmuls ~50x slower)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--save-every", type=int, default=200)
@@ -101,6 +116,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.curriculum_steps = _parse_curriculum(p, args.curriculum)
     args.prompt_mix = _parse_mix(p, args.prompt_mix)
+    try:
+        args.policy_mix = parse_policy_mix(args.policy_mix)
+        args.model_overrides = parse_overrides(args.model)
+    except ValueError as e:
+        p.error(str(e))
     if not 0.0 <= args.image_share <= 1.0:
         p.error(f"--image-share must be in [0, 1], got {args.image_share}")
     if args.max_minutes is not None and args.max_minutes <= 0:
@@ -166,11 +186,12 @@ def train_step(model, opt, args, step: int, device, rendered: list[RenderedClip]
         rendered = step_clips(clip_spec(args, model.cfg.image_size), step, length)
     gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step + args.rank * 7_919_000_003)
     opt.zero_grad(set_to_none=True)
-    clips = [TrainClip(*to_input(model, c.frames, c.masks, device), c.frame_index, c.prompt, c.clicks, gen)
-             for c in rendered]
+    policies = sample_policies(args.policy_mix, len(rendered), [args.seed, step, args.rank, 17])
+    clips = [TrainClip(*to_input(model, c.frames, c.masks, device), c.frame_index, c.prompt, c.clicks, gen, pol)
+             for c, pol in zip(rendered, policies)]
     sums: dict[str, torch.Tensor | float] = {}  # on the device: read once, at the step's end
     for group in _by_length(clips):  # one batched unroll per clip length (single frames, video clips)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(args.autocast, device)):
             outputs = clips_forward(model, group)
         losses = [clip_loss(out, c.gt_masks, MaskLossWeights(temporal=args.temporal_weight))
                   for out, c in zip(outputs, group)]
@@ -211,6 +232,13 @@ def _all_reduce_mean(model: torch.nn.Module, totals: dict) -> dict[str, torch.Te
         p.grad = flat[offset:offset + g.numel()].view_as(p).clone()
         offset += g.numel()
     return dict(zip(totals, flat[offset:].unbind()))
+
+
+def use_bf16(mode: str, device: torch.device) -> bool:
+    """Whether the clip forward runs under bf16 autocast (--autocast)."""
+    if mode != "auto":
+        return mode == "bf16"
+    return device.type == "cuda" or (device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def learning_rate(args, step: int) -> float:
@@ -256,14 +284,26 @@ def _atomic(path: Path, write) -> None:
 
 def save_checkpoint(out: Path, model, opt, step: int) -> None:
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic(out / WEIGHTS, lambda p: save_file(weights, p, metadata={"preset": PRESET, "step": str(step)}))
+    meta = {"preset": PRESET, "step": str(step), "image_size": str(model.cfg.image_size),
+            "overrides": json.dumps(config_overrides(model.cfg, get_config(PRESET)))}
+    _atomic(out / WEIGHTS, lambda p: save_file(weights, p, metadata=meta))
     _atomic(out / STATE, lambda p: torch.save({"step": step, "optimizer": opt.state_dict()}, p))
+
+
+def build_model(args, device, checkpoint: str | None = None) -> SAM2Model:
+    """The preset at --image-size with --model's overrides and --multimask, random or from `checkpoint`."""
+    cfg = model_config(get_config(PRESET, args.image_size), args.model_overrides, args.multimask)
+    model = SAM2Model(cfg)
+    if checkpoint is not None:
+        state_dict = read_state_dict(checkpoint)
+        check_state_dict(model, state_dict, checkpoint)
+        model.load_state_dict(state_dict)
+    return model.to(device)
 
 
 def load_checkpoint(out: Path, model, opt, device) -> int:
     """Weights into `model`, state into `opt`; returns the step to continue from."""
-    loaded = load_model(PRESET, str(out / WEIGHTS), image_size=model.cfg.image_size, device=device)
-    model.load_state_dict(loaded.state_dict())
+    model.load_state_dict(read_state_dict(str(out / WEIGHTS)))
     state = torch.load(out / STATE, map_location=device, weights_only=True)
     opt.load_state_dict(state["optimizer"])
     return int(state["step"])
@@ -335,12 +375,12 @@ def _train(args) -> int:
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(args.seed)  # every rank starts from the same weights
-    model = load_model(PRESET, image_size=args.image_size, device=device).train()
+    model = build_model(args, device).train()
     set_dropout(model, args.dropout)
     opt = make_optimizer(model, args)
     step = load_checkpoint(out, model, opt, device) if args.resume else args.start_step
     if args.init and not args.resume:
-        model.load_state_dict(load_model(PRESET, args.init, image_size=model.cfg.image_size).state_dict())
+        model.load_state_dict(build_model(args, "cpu", args.init).state_dict())
     elif not args.resume and args.local_attention_init:
         local_attention_init(model, args.local_attention_init)
     if args.resume and lead:

@@ -1,7 +1,12 @@
-"""The synthetic video generator: determinism, disjoint splits, exact masks, scripted occlusions, corpus files."""
+"""The synthetic video generator: determinism, disjoint splits, exact masks, scripted occlusions, families (held
+out ones never in training), corpus files."""
 
 import dataclasses
+import hashlib
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +14,11 @@ import pytest
 from cluster.manifest import read_manifest
 from workers.masklets import MASKLET_SCHEMA, decode_rle
 from workers.output import read_masklets
-from model.synthetic import FLAT_COLORS, OCCLUDER, SPLITS, SyntheticConfig, SyntheticError, interior_point, reappearances, render_video, seed_range, split_seed
+from model.synthetic import (FLAT_COLORS, HELD_OUT, IN_FAMILY, OCCLUDER, REGISTRY, SPLITS, FamilyRegistry, FamilySet,
+                             SyntheticConfig, SyntheticError, interior_point, reappearances, render_video, seed_range,
+                             split_of_seed, split_seed)
+from model.synthetic.shapes import SHAPE_FAMILIES, Sprite, draw_sprite, make_shape, make_wobble, sprite_extent
+from model.training.clips import ClipSpec, step_clips
 from workers.synthetic_corpus import first_frame_prompts, write_corpus
 from workers.video_source import probe_video
 
@@ -51,6 +60,10 @@ def test_splits_never_share_a_seed():
     assert e.value.value == len(ranges[0])
     with pytest.raises(SyntheticError, match="unknown split"):
         split_seed("dev", 0)
+    assert SPLITS.index("heldout") == 3  # added last: the other splits' seeds did not move
+    assert [split_of_seed(split_seed(s, 5)) for s in SPLITS] == list(SPLITS)
+    with pytest.raises(SyntheticError):
+        split_of_seed(len(SPLITS) * len(ranges[0]))  # beyond every split: no family set
 
 
 def test_masks_are_the_visible_owners_of_the_rendered_pixels():
@@ -185,3 +198,128 @@ def test_write_corpus_is_readable(tmp_path):
         prompted = {(r["object_id"], r["frame_index"]) for r in rows if r["is_prompt"]}
         assert prompted == {(p.object_id, p.frame_index) for p in entry.prompts}
         assert all(p.kind == "box" for p in entry.prompts)
+
+
+def test_write_corpus_writes_the_held_out_split(tmp_path):
+    cfg = SyntheticConfig(height=96, width=96, num_frames=8)
+    entries = read_manifest(str(write_corpus(tmp_path / "heldout", "heldout", 1, cfg)))
+    assert [e.video_id for e in entries] == ["heldout-000000"]
+    record = json.loads((tmp_path / "heldout" / "truth" / "videos.jsonl").read_text().splitlines()[0])
+    assert record["seed"] == split_seed("heldout", 0) and set(record["families"]) <= HELD_OUT.labels()
+
+
+# ---------------------------------------------------------------------------------------------- families
+
+def _digest(seed: int, cfg: SyntheticConfig) -> str:
+    v = render_video(seed, cfg)
+    return hashlib.sha256(v.frames.tobytes() + v.masks.tobytes() + repr(sorted(v.families)).encode()).hexdigest()
+
+
+def test_same_seed_same_video_in_another_process():
+    cfg = SyntheticConfig(height=64, width=96, num_frames=12)
+    seeds = [split_seed("train", 7), split_seed("heldout", 7)]  # the held-out one draws glyphs through Pillow
+    code = ("import sys; from tests.test_synthetic import _digest, SyntheticConfig; "
+            f"print(*(_digest(s, SyntheticConfig(height=64, width=96, num_frames=12)) for s in {seeds}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.split() == [_digest(s, cfg) for s in seeds]
+
+
+def test_the_registry_is_disjoint_and_covers_every_kind():
+    assert REGISTRY.for_split("train") is REGISTRY.for_split("val") is REGISTRY.for_split("test") is IN_FAMILY
+    assert REGISTRY.for_split("heldout") is HELD_OUT
+    assert not IN_FAMILY.labels() & HELD_OUT.labels()
+    assert len(IN_FAMILY.shape) >= 6 and len(IN_FAMILY.texture) >= 6
+    assert len(HELD_OUT.shape) >= 2 and len(HELD_OUT.texture) >= 2 and len(HELD_OUT.motion) >= 2
+    assert HELD_OUT.background
+
+
+def test_a_registry_naming_unknown_or_shared_families_fails():
+    good = dict(shape=("ellipse",), texture=("flat",), background=("scenery",), motion=("wander",))
+    with pytest.raises(SyntheticError, match="unknown shape family 'hexagon'") as e:
+        FamilySet("bad", **{**good, "shape": ("ellipse", "hexagon")})
+    assert e.value.value == "hexagon"
+    with pytest.raises(SyntheticError, match="unknown motion family"):
+        FamilySet("bad", **{**good, "motion": ("teleport",)})
+    with pytest.raises(SyntheticError, match="non-empty"):
+        FamilySet("bad", **{**good, "texture": ()})
+    with pytest.raises(SyntheticError, match="both in-family and held out") as e:
+        FamilyRegistry(IN_FAMILY, FamilySet("leaky", **{**good, "shape": ("glyph", "ellipse")}))
+    assert e.value.value == ["ellipse"]
+    with pytest.raises(SyntheticError, match="unknown family 'shape:hexagon'"):
+        SyntheticConfig(families=("shape:hexagon",))
+    with pytest.raises(SyntheticError, match="unknown family"):
+        SyntheticConfig(families=("colour:red",))
+
+
+def test_a_config_cannot_pull_a_family_across_the_split_boundary():
+    with pytest.raises(SyntheticError, match="not in the family set 'in-family'") as e:
+        render_video(split_seed("train", 0), SyntheticConfig(height=64, width=64, num_frames=4,
+                                                             families=("shape:glyph",)))
+    assert e.value.value == "glyph"
+    with pytest.raises(SyntheticError, match="not in the family set 'held-out'"):
+        render_video(split_seed("heldout", 0), SyntheticConfig(height=64, width=64, num_frames=4,
+                                                               families=("texture:flat",)))
+
+
+def test_training_clips_never_draw_a_held_out_family():
+    """200 clips sampled the way jobs.train samples them: only in-family families, and most of those."""
+    spec = ClipSpec(seed=5, rank=0, batch=20, size=64, drop_prob=0.2, static_prob=0.1, max_objects=3,
+                    image_share=0.2, prompt_mix={"mask": 0.5, "points": 0.25, "box": 0.25})
+    clips = [c for step in range(10) for c in step_clips(spec, step, 4)]
+    assert len(clips) == 200
+    seen = set().union(*(c.families for c in clips))
+    assert all(c.families for c in clips) and seen <= IN_FAMILY.labels() and not seen & HELD_OUT.labels()
+    assert {f for f in IN_FAMILY.labels() if f.startswith(("shape:", "motion:", "background:"))} <= seen
+
+
+def test_held_out_videos_use_only_held_out_families():
+    cfg = SyntheticConfig(height=96, width=96, num_frames=10)
+    seen = set()
+    for i in range(50):
+        v = render_video(split_seed("heldout", i), cfg)
+        assert v.families <= HELD_OUT.labels(), (i, v.families - HELD_OUT.labels())
+        for kind in ("shape", "texture", "motion", "background"):
+            assert v.families_of(kind), (i, kind)
+        seen |= v.families
+    assert seen == HELD_OUT.labels()
+
+
+EVERY_FAMILY = sorted(IN_FAMILY.labels() | HELD_OUT.labels())
+
+
+@pytest.mark.parametrize("family", EVERY_FAMILY)
+def test_every_family_renders_with_exact_masks(family):
+    """A video narrowed to one family draws it, every object shows up, and the flat-colour render's owners
+    are exactly the labels and masks."""
+    split = "heldout" if family in HELD_OUT.labels() else "train"
+    cfg = SyntheticConfig(height=96, width=96, num_frames=8, families=(family,))
+    seed = split_seed(split, 3)
+    textured, flat = render_video(seed, cfg), render_video(seed, dataclasses.replace(cfg, flat_colors=True))
+    kind, name = family.split(":")
+    assert textured.families_of(kind) == (name,)  # everything of its kind is of that family
+    assert (textured.areas >= cfg.min_prompt_area).any(axis=0).all()  # every object promptable
+    assert np.array_equal(textured.masks, flat.masks)
+    owner = np.full(flat.frames.shape[:3], -1)
+    for code, color in FLAT_COLORS.items():
+        owner[np.all(flat.frames == color, axis=-1)] = code
+    assert np.array_equal(owner, flat.labels)
+    for j, oid in enumerate(flat.object_ids):
+        assert np.array_equal(flat.masks[:, j], owner == oid)
+
+
+@pytest.mark.parametrize("family", SHAPE_FAMILIES)
+def test_every_shape_stays_within_its_extent_bound(family):
+    """The scene planner hides objects exactly only if no pixel lies beyond sprite_extent of the centre."""
+    rng = np.random.default_rng(SHAPE_FAMILIES.index(family))
+    texture = np.zeros((64, 64, 3), np.uint8)
+    for _ in range(25):
+        img, owner = np.zeros((96, 96, 3), np.uint8), np.zeros((96, 96), np.uint8)
+        sprite = Sprite(make_shape(rng, family), make_wobble(rng), texture, 4.0)
+        cx, cy, sx, sy = *rng.uniform(40, 56, 2), *rng.uniform(5, 30, 2)
+        amps = rng.uniform(-0.07, 0.07, 2)
+        area = draw_sprite(img, owner, 1, sprite, cx, cy, rng.uniform(0, 2 * np.pi), sx, sy, amps)
+        ys, xs = np.nonzero(owner)
+        assert area == ys.size > 0
+        reach = np.hypot(xs + 0.5 - cx, ys + 0.5 - cy).max()
+        assert reach <= float(sprite_extent(np.float64(sx), np.float64(sy), amps)) - 1.0, family

@@ -267,3 +267,36 @@ def test_train_job_stops_at_max_minutes_with_a_checkpoint(tmp_path, capsys):
     assert torch.load(tmp_path / "train_state.pt", weights_only=True)["step"] == 4
     with pytest.raises(SystemExit):
         train_job.parse_args(["--out", "x", "--max-minutes", "0"])
+
+
+def test_multimask_single_click_trains_three_candidates(clip):
+    """--multimask: a single click gets 3 candidates (min-over-3 loss), the tracked frames one."""
+    from dataclasses import replace
+
+    frames, gt, index = clip
+    model = _model()
+    model.cfg = replace(model.cfg, multimask_max_pt_num=1)
+    outputs = clip_forward(model, frames, gt, index, "points", {0: 1}, torch.Generator().manual_seed(0))
+    first, click = outputs[0].steps
+    assert first.logits.shape[1] == 3 and first.ious.shape == (gt.shape[1], 3)
+    assert click.logits.shape[1] == 1  # two points: one mask, as SAM 2
+    loss, _ = clip_loss(outputs, gt)
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+def test_policy_mix_and_model_overrides_are_checked():
+    from model.training.config import model_config, parse_overrides
+    from model.training.policies import parse_policy_mix, sample_policies
+
+    mix = parse_policy_mix("reference:1,selective-keyframes:1")
+    drawn = sample_policies(mix, 64, [0, 5])
+    assert drawn == sample_policies(mix, 64, [0, 5]) and {p.store_threshold for p in drawn} == {None, 0.5}
+    with pytest.raises(ValueError, match="'recency'"):
+        parse_policy_mix("recency:1")
+    cfg = model_config(get_config("synthetic-tiny"), parse_overrides("d_model=192,trunk.stages=1-2-3-1"))
+    assert cfg.d_model == 192 and cfg.trunk.stages == (1, 2, 3, 1)
+    with pytest.raises(ValueError, match="'widht'"):
+        model_config(get_config("synthetic-tiny"), parse_overrides("widht=3"))
+    with pytest.raises(SystemExit):
+        train_job.parse_args(["--out", "x", "--policy-mix", "nope:1"])

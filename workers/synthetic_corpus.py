@@ -6,7 +6,8 @@ Corpus layout (`write_corpus`):
     <out>/truth/masklets/video_id=<id>/part-00000-000000.parquet
                                                the truth as a masklet table, the job output's layout and
                                                schema: read it with workers.masklets.read_masklets(<out>/truth)
-    <out>/truth/videos.jsonl                   per video: seed, size, object ids, reappearances, events
+    <out>/truth/videos.jsonl                   per video: seed, size, object ids, reappearances, events,
+                                               families ("kind:name", model.synthetic.families)
     <out>/truth/config.json                    the SyntheticConfig used
 """
 
@@ -88,7 +89,7 @@ def _video_record(video: SyntheticVideo, video_id: str, split: str, index: int) 
             "width": int(video.frames.shape[2]), "fps": video.config.fps,
             "object_ids": [int(i) for i in video.object_ids],
             "reappearances": [list(r) for r in video.reappearances()],
-            "events": [dataclasses.asdict(e) for e in video.events]}
+            "events": [dataclasses.asdict(e) for e in video.events], "families": sorted(video.families)}
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -99,7 +100,8 @@ def _write_text(path: Path, text: str) -> None:
 
 def write_corpus(out_dir, split: str, count: int, config: SyntheticConfig | None = None,
                  prompt_kind: str = "points", start: int = 0) -> Path:
-    """Render videos `start`..`start + count - 1` of `split` into `out_dir` (layout in the module docstring);
+    """Render videos `start`..`start + count - 1` of `split` (any of model.synthetic.SPLITS, "heldout"
+    included: its videos draw only held-out families) into `out_dir` (layout in the module docstring);
     returns the manifest's path. Running it again rewrites the same files with the same bytes of truth."""
     cfg = config if config is not None else SyntheticConfig()
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:

@@ -1,6 +1,9 @@
 """The benchmark's generated scene: shapes on orbits over a scrolling texture, computed per frame, so a video
 of any length costs no memory to produce. Ours streams it; the reference gets it as a folder of JPEGs (all
-its loader reads), and ours is then fed the decoded JPEG pixels, so both see the same frames."""
+its loader reads), and ours is then fed the decoded JPEG pixels, so both see the same frames.
+
+The pixels come from the synthetic generator (model.synthetic, one scene generator): its scenery background
+and its sprite code paint the shapes, so `object_masks` is exactly what `render_frame` paints."""
 
 from __future__ import annotations
 
@@ -13,46 +16,50 @@ import numpy as np
 from PIL import Image
 
 from model import Prompt
+from model.synthetic.backgrounds import make_background
+from model.synthetic.shapes import PRIMITIVES, draw_flat
 
 COLORS = ((230, 60, 50), (40, 200, 90), (60, 80, 230), (230, 200, 40), (200, 60, 200), (40, 200, 220))
 
 
 @functools.lru_cache(maxsize=4)
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    return yy, xx
-
-
-@functools.lru_cache(maxsize=4)
 def _background(size: int) -> np.ndarray:
-    yy, xx = _grid(size)
-    base = [60 + 40 * np.sin(xx / 23.0), 70 + 30 * np.cos(yy / 17.0), 80 + 20 * np.sin((xx + yy) / 31.0)]
-    return np.stack(base, -1).astype(np.uint8)
+    image, _ = make_background(np.random.default_rng(0), "scenery", size, size)
+    image.flags.writeable = False  # cached: shared by every frame
+    return image
 
 
-def object_masks(t: int, size: int, objects: int) -> np.ndarray:
-    """(objects, size, size) bool: disc, square, ellipse, ... on circular orbits of different periods, so they
-    stay in view on any video length and now and then pass over each other."""
-    yy, xx = _grid(size)
+def _poses(t: int, size: int, objects: int) -> list[tuple[str, float, float, float, float]]:
+    """(primitive, cx, cy, sx, sy) per object: disc, square, ellipse, ... on circular orbits of different periods,
+    so they stay in view on any video length and now and then pass over each other."""
     r = 0.09 * size
-    out = np.empty((objects, size, size), bool)
+    radii = ((r, r), (r * math.sqrt(2), r * math.sqrt(2)), (1.6 * r, 0.7 * r))  # a square's corners at sqrt 2
+    out = []
     for k in range(objects):
         angle = 2 * math.pi * (k / objects + t / (150 + 23 * k))
         cx, cy = size * (0.5 + 0.3 * math.cos(angle)), size * (0.5 + 0.3 * math.sin(angle))
-        if k % 3 == 0:
-            out[k] = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
-        elif k % 3 == 1:
-            out[k] = (abs(xx - cx) < r) & (abs(yy - cy) < r)
-        else:
-            out[k] = ((xx - cx) / (1.6 * r)) ** 2 + ((yy - cy) / (0.7 * r)) ** 2 < 1
+        # +0.5: pixel-centre coordinates, where the original integer-grid masks had the centre
+        out.append(("square" if k % 3 == 1 else "disc", cx + 0.5, cy + 0.5, *radii[k % 3]))
+    return out
+
+
+def object_masks(t: int, size: int, objects: int) -> np.ndarray:
+    """(objects, size, size) bool: each object's whole silhouette at frame t (see _poses)."""
+    out = np.zeros((objects, size, size), bool)
+    img = np.empty((size, size, 3), np.uint8)
+    for k, (name, *pose) in enumerate(_poses(t, size, objects)):
+        owner = np.zeros((size, size), np.uint8)
+        draw_flat(img, owner, 1, PRIMITIVES[name], COLORS[k % len(COLORS)], *pose)
+        out[k] = owner == 1
     return out
 
 
 def render_frame(t: int, size: int, objects: int) -> np.ndarray:
-    """(size, size, 3) uint8 frame t of the scene."""
+    """(size, size, 3) uint8 frame t of the scene: the objects painted in order over the scrolled background."""
     img = np.roll(_background(size), t % size, axis=1)
-    for k, m in enumerate(object_masks(t, size, objects)):
-        img[m] = COLORS[k % len(COLORS)]
+    owner = np.zeros((size, size), np.uint8)
+    for k, (name, *pose) in enumerate(_poses(t, size, objects)):
+        draw_flat(img, owner, 1, PRIMITIVES[name], COLORS[k % len(COLORS)], *pose)
     return img
 
 

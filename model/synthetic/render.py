@@ -4,9 +4,14 @@ Geometry and appearance come from two independent random streams of the same see
 (every owner in one flat colour, no noise) gives exactly the same masks as the textured video: a debug view
 in which a pixel's colour says who owns it.
 
-Per frame, back to front: the background (cropped at the camera offset), the tracked objects in depth order,
-then the foreground occluders (blobs, then bars). Every paint also writes the pixel's owner into a label map;
-the ground truth mask of object k is `labels == k`, i.e. only what is visible after every occlusion.
+Per frame, back to front: the background (cropped at the camera offset), the untracked look-alikes (clutter,
+owned by the background), the tracked objects in depth order, then the foreground occluders (blobs, then
+bars). Every paint also writes the pixel's owner into a label map; the ground truth mask of object k is
+`labels == k`, i.e. only what is visible after every occlusion. Lighting, blur and noise follow
+(model.synthetic.effects); they change no owner.
+
+The families a video draws from are its seed's split's (model.synthetic.families), narrowed by the config's
+`families`; `SyntheticVideo.families` lists those it used.
 """
 
 from __future__ import annotations
@@ -15,8 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .backgrounds import make_background
+from .effects import Optics, apply_optics, plan_optics
+from .families import REGISTRY, FamilySet
 from .scene import Event, Scene, SyntheticConfig, SyntheticError, Track, plan_scene
-from .shapes import TEXTURE_SIZE, Sprite, background_image, draw_sprite, draw_strip, make_texture
+from .shapes import TEXTURE_SIZE, Sprite, draw_sprite, draw_strip
+from .splits import split_of_seed
+from .textures import make_texture
 
 OCCLUDER = 255  # label of foreground occluder pixels; 0 is the background, 1..4 the tracked objects
 FLAT_COLORS = {0: (0, 0, 0), 1: (255, 0, 0), 2: (0, 255, 0), 3: (0, 0, 255), 4: (255, 255, 0),
@@ -36,6 +46,13 @@ class SyntheticVideo:
     object_ids: np.ndarray  # (O,) int32
     full_areas: np.ndarray  # (T, O) int64: each object's whole silhouette inside the frame, before occlusion
     events: tuple[Event, ...]  # the scripted occlusions (exact: see model.synthetic.scene)
+    # "kind:name" of every family drawn: shapes, motions and textures of the objects, clutter and occluders
+    # (bars: their textures), the background and its textures (in flat_colors: what the textured render draws)
+    families: frozenset[str] = frozenset()
+
+    def families_of(self, kind: str) -> tuple[str, ...]:
+        """The names of the families of `kind` ("shape", "texture", "background", "motion") it used, sorted."""
+        return tuple(sorted(f.split(":", 1)[1] for f in self.families if f.split(":", 1)[0] == kind))
 
     @property
     def areas(self) -> np.ndarray:
@@ -83,46 +100,59 @@ class _Looks:
     pad: int
     objects: tuple[Sprite, ...]
     blobs: tuple[Sprite, ...]
+    clutter: tuple[Sprite, ...]
     strips: tuple[tuple[np.ndarray, float], ...]  # (texture, px per texel)
-    gain: np.ndarray  # (T,) global brightness (lighting flicker)
+    optics: Optics  # lighting and blur
+    families: frozenset[str]
 
 
 def _flat(code: int) -> np.ndarray:
     return np.broadcast_to(np.array(FLAT_COLORS[code], np.uint8), (TEXTURE_SIZE, TEXTURE_SIZE, 3))
 
 
-def _object_textures(rng: np.random.Generator, cfg: SyntheticConfig, count: int) -> list[np.ndarray]:
+def _textures(rng: np.random.Generator, fams: FamilySet, count: int, used: set[str]) -> list[np.ndarray]:
+    """`count` textures of random families of `fams` (their names added to `used`)."""
+    out = []
+    for _ in range(count):
+        kind = fams.texture[int(rng.integers(len(fams.texture)))]
+        used.add(f"texture:{kind}")
+        out.append(make_texture(rng, kind))
+    return out
+
+
+def _object_textures(rng: np.random.Generator, fams: FamilySet, scene: Scene, used: set[str]) -> list[np.ndarray]:
+    """One per object; a look-alike (track.twin) wears its original's (model.synthetic.scene decides who)."""
     textures: list[np.ndarray] = []
-    for i in range(count):
-        if i and rng.random() < cfg.distractor_prob:  # a look-alike: identical surface, own shape and motion
-            textures.append(textures[int(rng.integers(i))])
-        else:
-            textures.append(make_texture(rng))
+    for track in scene.objects:
+        textures += [textures[track.twin - 1]] if track.twin else _textures(rng, fams, 1, used)
     return textures
 
 
-def _plan_looks(rng: np.random.Generator, cfg: SyntheticConfig, scene: Scene) -> _Looks:
+def _plan_looks(rng: np.random.Generator, cfg: SyntheticConfig, fams: FamilySet, scene: Scene) -> _Looks:
     pad = int(np.ceil(cfg.camera_drift)) + 1
-    background = background_image(rng, cfg.height + 2 * pad, cfg.width + 2 * pad)
-    textures = _object_textures(rng, cfg, len(scene.objects))
-    blob_textures = [make_texture(rng) for _ in scene.blobs]
-    strips = tuple((make_texture(rng), float(rng.uniform(1.5, 3.0))) for _ in scene.strips)
-    t = np.arange(cfg.num_frames)
-    gain = 1 + rng.uniform(0, 0.05) * np.sin(rng.uniform(0.05, 0.4) * t + rng.uniform(0, 6.3))
+    kind = fams.background[int(rng.integers(len(fams.background)))]
+    background, on_background = make_background(rng, kind, cfg.height + 2 * pad, cfg.width + 2 * pad, fams.texture)
+    used = {f"background:{kind}"} | {f"texture:{t}" for t in on_background}
+    textures = _object_textures(rng, fams, scene, used)
+    blob_textures = _textures(rng, fams, len(scene.blobs), used)
+    strips = tuple((tx, float(rng.uniform(1.5, 3.0))) for tx in _textures(rng, fams, len(scene.strips), used))
+    clutter_textures = [textures[tr.twin - 1] for tr in scene.clutter]
+    optics = plan_optics(rng, cfg)
     if cfg.flat_colors:
         background = np.broadcast_to(np.array(FLAT_COLORS[0], np.uint8), background.shape)
         textures = [_flat(track.object_id) for track in scene.objects]
         blob_textures = [_flat(OCCLUDER) for _ in scene.blobs]
+        clutter_textures = [_flat(0) for _ in scene.clutter]  # the background's colour: they belong to it
         strips = tuple((_flat(OCCLUDER), px) for _, px in strips)
-        gain = np.ones_like(gain)
-    density = rng.uniform(1.0, 2.5, len(scene.objects) + len(scene.blobs))  # px per texel
-
-    def sprite(track: Track, texture: np.ndarray, px: float) -> Sprite:
-        return Sprite(track.shape, track.wobble, texture, track.radius / px)
-
-    objects = tuple(sprite(tr, tx, px) for tr, tx, px in zip(scene.objects, textures, density))
-    blobs = tuple(sprite(tr, tx, px) for tr, tx, px in zip(scene.blobs, blob_textures, density[len(objects):]))
-    return _Looks(background, pad, objects, blobs, strips, gain)
+        optics = Optics(np.ones(cfg.num_frames), None, {})
+    tracks = scene.objects + scene.blobs + scene.clutter
+    density = rng.uniform(1.0, 2.5, len(tracks))  # px per texel
+    sprites = [Sprite(tr.shape, tr.wobble, tx, tr.radius / px)
+               for tr, tx, px in zip(tracks, textures + blob_textures + clutter_textures, density)]
+    used |= {f"shape:{tr.shape.kind}" for tr in tracks} | {f"motion:{tr.motion}" for tr in tracks}
+    n, m = len(scene.objects), len(scene.blobs)
+    return _Looks(background, pad, tuple(sprites[:n]), tuple(sprites[n:n + m]), tuple(sprites[n + m:]), strips,
+                  optics, frozenset(used))
 
 
 # ---------------------------------------------------------------------------------------------- render
@@ -139,26 +169,14 @@ def _render_frame(img: np.ndarray, owner: np.ndarray, scene: Scene, looks: _Look
     camera = scene.camera[t]
     ox, oy = np.rint(camera).astype(np.int64) + looks.pad  # whole-pixel background shift, sub-pixel sprites
     img[:] = looks.background[oy:oy + height, ox:ox + width]
+    for track, sprite in zip(scene.clutter, looks.clutter):  # owned by the background: they are not tracked
+        _paint(img, owner, 0, track, sprite, t, camera)
     full = [_paint(img, owner, tr.object_id, tr, sp, t, camera) for tr, sp in zip(scene.objects, looks.objects)]
     for track, sprite in zip(scene.blobs, looks.blobs):
         _paint(img, owner, OCCLUDER, track, sprite, t, camera)
     for strip, (texture, px) in zip(scene.strips, looks.strips):
         draw_strip(img, owner, OCCLUDER, strip, texture, px, camera[0], camera[1])
     return np.asarray(full, np.int64)
-
-
-def _sensor(frames: np.ndarray, gain: np.ndarray, noise_std: float, rng: np.random.Generator) -> None:
-    """Lighting flicker and sensor noise, in place. The noise of a frame is a random crop of one of a few
-    pre-drawn fields: drawing fresh Gaussian noise per frame would cost more than all the rest of rendering."""
-    _, height, width, _ = frames.shape
-    slack = 16
-    bank = rng.standard_normal((4, height + slack, width + slack, 3), np.float32) * np.float32(noise_std)
-    picks = rng.integers(0, [len(bank), slack + 1, slack + 1], size=(len(frames), 3))
-    for t, (k, oy, ox) in enumerate(picks):
-        f = frames[t].astype(np.float32) * np.float32(gain[t])
-        f += bank[k, oy:oy + height, ox:ox + width]
-        np.clip(f, 0, 255, out=f)
-        frames[t] = np.rint(f)
 
 
 def _render(seed: int, cfg: SyntheticConfig, scene: Scene, looks: _Looks, rng: np.random.Generator) -> SyntheticVideo:
@@ -169,28 +187,28 @@ def _render(seed: int, cfg: SyntheticConfig, scene: Scene, looks: _Looks, rng: n
     for t in range(T):
         full[t] = _render_frame(frames[t], labels[t], scene, looks, t)
     if not cfg.flat_colors:
-        _sensor(frames, looks.gain, cfg.noise_std, rng)
+        apply_optics(frames, looks.optics, cfg.noise_std, rng)
     ids = np.array([tr.object_id for tr in scene.objects], np.int32)
     masks = labels[:, None] == ids.astype(np.uint8)[None, :, None, None]
-    return SyntheticVideo(seed, cfg, frames, labels, masks, ids, full, scene.events)
+    return SyntheticVideo(seed, cfg, frames, labels, masks, ids, full, scene.events, looks.families)
 
 
 def render_video(seed: int, config: SyntheticConfig | None = None) -> SyntheticVideo:
     """The video of `seed` (an int >= 0): the same seed and config always give the same pixels and masks.
 
-    Layouts where some object never shows `min_prompt_area` visible pixels (it could not be prompted) are
-    redrawn from the same seed's next attempt, deterministically.
+    The seed's split (model.synthetic.splits) decides the family set: a held-out family can only appear in
+    the "heldout" split's videos, and only there. Layouts where some object never shows `min_prompt_area`
+    visible pixels (it could not be prompted) are redrawn from the same seed's next attempt, deterministically.
     """
     cfg = config if config is not None else SyntheticConfig()
     if not isinstance(cfg, SyntheticConfig):
         raise SyntheticError(f"config must be a SyntheticConfig, got {type(cfg).__name__}", cfg)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise SyntheticError(f"seed must be an int >= 0, got {seed!r}", seed)
+    fams = REGISTRY.for_split(split_of_seed(seed)).narrowed(cfg.families)  # validates the seed too
     for attempt in range(MAX_ATTEMPTS):
         # Separate streams: appearance (and flat_colors) never changes the geometry, hence the masks.
         geometry, looks, sensor = (np.random.default_rng([int(seed), attempt, k]) for k in range(3))
-        scene = plan_scene(geometry, cfg)
-        video = _render(int(seed), cfg, scene, _plan_looks(looks, cfg, scene), sensor)
+        scene = plan_scene(geometry, cfg, fams)
+        video = _render(int(seed), cfg, scene, _plan_looks(looks, cfg, fams, scene), sensor)
         if (video.areas >= cfg.min_prompt_area).any(axis=0).all():
             return video
     raise SyntheticError(f"seed {seed}: no layout in {MAX_ATTEMPTS} attempts where every object shows "

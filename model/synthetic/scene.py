@@ -1,8 +1,10 @@
 """Geometry of a synthetic video (model.synthetic): camera, object motion and the scripted disappearances.
 
 Everything lives in world pixels; the screen is the world shifted by the camera (`screen = world - camera[t]`).
-Objects follow keyframes, interpolated linearly with softened corners: a point between two keyframes is a
-convex combination of them. That is what makes the scripted events exact rather than likely:
+Objects follow keyframes (their motion family's free path, model.synthetic.motion, sparse or one per frame),
+interpolated linearly with softened corners: a point between two keyframes is a convex combination of them.
+Around each scripted event the free path's keyframes are cleared and the event's own put in their place. That
+is what makes the scripted events exact rather than likely, whatever the motion family:
 
 - "exit": two keyframes outside the same border of the screen (a half-plane, convex) by more than the object's
   largest extent plus twice the camera drift bound (the camera moves between keyframes, the object in the
@@ -23,67 +25,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import SamstreamError
+from .config import MAX_OBJECTS, SyntheticConfig, SyntheticError
+from .families import FamilySet
+from .motion import motion_keys
+from .shapes import Shape, Strip, Wobble, make_shape, make_wobble, sprite_extent, unit_measures
 
-from .shapes import Shape, Strip, Wobble, make_shape, make_wobble, sprite_extent
+__all__ = ["MAX_OBJECTS", "Event", "Scene", "SyntheticConfig", "SyntheticError", "Track", "plan_scene"]
 
-MAX_OBJECTS = 4  # owner codes 1..4 in the label map; the issue asks for 1-4 objects
 _MARGIN = 2.0  # px kept between a hidden object's extent and the edge of what hides it
 _AFTER = 6  # frames kept after a window's return keyframe: the object is seen, and evaluated, after it
 _EASE = 0.5  # 0: constant speed between keyframes (sharp turns); 1: stop at every keyframe
-
-
-class SyntheticError(SamstreamError, ValueError):
-    """A bad synthetic-data argument or an impossible request; `value` holds the offending value."""
-
-    def __init__(self, message: str, value=None):
-        self.value = value
-        super().__init__(message)
-
-
-@dataclass(frozen=True)
-class SyntheticConfig:
-    """What a synthetic video looks like. The defaults make 64-frame 256x256 videos."""
-
-    height: int = 256  # frame size (px); write_corpus needs both even (H.264 yuv420p)
-    width: int = 256
-    num_frames: int = 64
-    min_objects: int = 1  # tracked objects per video, uniform in [min_objects, max_objects]
-    max_objects: int = 4  # at most MAX_OBJECTS
-    object_radius: tuple[float, float] = (0.07, 0.17)  # base radius range, as a fraction of min(height, width)
-    hidden_frames: tuple[int, int] = (5, 20)  # length range of a scripted full disappearance (frames)
-    event_prob: float = 0.75  # chance an object gets a (first, then each further) scripted disappearance
-    occluder_share: float = 0.5  # share of disappearances behind a foreground bar; the rest leave the frame
-    cross_prob: float = 0.5  # chance an object's path is steered through an object behind it
-    max_occluders: int = 2  # foreground occluders (bars and blobs) per video; never tracked objects
-    distractor_prob: float = 0.35  # chance an object wears the same texture as an earlier one (a look-alike)
-    camera_drift: float = 10.0  # px: bound of the camera offset from its start, on each axis
-    noise_std: float = 3.0  # sensor noise (std, 8-bit levels)
-    fps: int = 24  # frame rate written to the mp4 and time_s
-    min_prompt_area: int = 64  # px: an object is prompted on the first frame its visible area reaches this
-    flat_colors: bool = False  # debug: each owner in its own flat colour (FLAT_COLORS), no noise or flicker
-
-    def __post_init__(self) -> None:
-        for name in ("height", "width"):
-            _check(getattr(self, name) >= 32, f"{name} must be >= 32", getattr(self, name))
-        _check(self.num_frames >= 1, "num_frames must be >= 1", self.num_frames)
-        _check(1 <= self.min_objects <= self.max_objects <= MAX_OBJECTS,
-               f"need 1 <= min_objects <= max_objects <= {MAX_OBJECTS}", (self.min_objects, self.max_objects))
-        lo, hi = self.object_radius
-        _check(0 < lo <= hi <= 0.4, "object_radius must be (lo, hi) with 0 < lo <= hi <= 0.4", self.object_radius)
-        lo, hi = self.hidden_frames
-        _check(1 <= lo <= hi, "hidden_frames must be (lo, hi) with 1 <= lo <= hi", self.hidden_frames)
-        for name in ("event_prob", "occluder_share", "cross_prob", "distractor_prob"):
-            _check(0 <= getattr(self, name) <= 1, f"{name} must be in [0, 1]", getattr(self, name))
-        for name in ("max_occluders", "camera_drift", "noise_std"):
-            _check(getattr(self, name) >= 0, f"{name} must be >= 0", getattr(self, name))
-        _check(isinstance(self.fps, int) and self.fps > 0, "fps must be an int > 0", self.fps)
-        _check(self.min_prompt_area >= 1, "min_prompt_area must be >= 1", self.min_prompt_area)
-
-
-def _check(ok: bool, message: str, value) -> None:
-    if not ok:
-        raise SyntheticError(f"{message}, got {value!r}", value)
+_PROMPT_SLACK = 2.0  # an object's silhouette is at least this many times min_prompt_area (when it may be)
+_MIN_THICKNESS = 2.5  # px: the radius of the widest disc inside an object, at its base size (when it may be)
 
 
 @dataclass(frozen=True)
@@ -111,6 +64,8 @@ class Track:
     sx: np.ndarray  # (T,) px, radius along the sprite's own x axis (scale and squash included)
     sy: np.ndarray  # (T,) px
     amps: np.ndarray  # (T, wobble terms)
+    motion: str = "wander"  # its motion family (model.synthetic.motion)
+    twin: int = 0  # a look-alike: the id of the tracked object whose texture it wears (0: its own)
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,6 +75,7 @@ class Scene:
     strips: tuple[Strip, ...]  # foreground bars
     blobs: tuple[Track, ...]  # foreground occluder blobs
     events: tuple[Event, ...]
+    clutter: tuple[Track, ...] = ()  # untracked look-alikes behind every tracked object (owner: background)
 
 
 # ---------------------------------------------------------------------------------------------- motion
@@ -158,22 +114,6 @@ def _pose(rng: np.random.Generator, num_frames: int, radius: float) -> dict[str,
     return {"angle": angle, "sx": radius * zoom * squash, "sy": radius * zoom / squash, "amps": amps}
 
 
-def _base_keys(rng: np.random.Generator, cfg: SyntheticConfig, camera: np.ndarray,
-               start: np.ndarray) -> dict[int, np.ndarray]:
-    """A wander inside the frame from `start` (screen px): keyframes every 6-16 frames, bounded speed."""
-    size = np.array([cfg.width, cfg.height], np.float64)
-    speed = rng.uniform(0.6, 3.0) * min(size) / 256  # px per frame
-    pos = start
-    keys, t = {0: pos + camera[0]}, 0
-    while t < cfg.num_frames - 1:
-        dt = int(min(rng.integers(6, 17), cfg.num_frames - 1 - t))
-        direction = rng.normal(size=2)
-        pos = np.clip(pos + direction / (np.linalg.norm(direction) + 1e-9) * speed * dt, 0.12 * size, 0.88 * size)
-        t += dt
-        keys[t] = pos + camera[t]
-    return keys
-
-
 # ---------------------------------------------------------------------------------------------- events
 
 def _windows(rng: np.random.Generator, cfg: SyntheticConfig) -> list[tuple[int, int, int]]:
@@ -186,7 +126,8 @@ def _windows(rng: np.random.Generator, cfg: SyntheticConfig) -> list[tuple[int, 
         room = last_return - lead - (cursor + lead) + 1  # the most hidden frames that still fit
         if room < lo:
             break
-        hidden = int(rng.integers(lo, min(hi, room) + 1))
+        top = min(hi, room)  # log-uniform: long disappearances happen, short ones stay common
+        hidden = int(np.clip(np.floor(np.exp(rng.uniform(np.log(lo), np.log(top + 1)))), lo, top))
         t0 = int(rng.integers(cursor + lead, last_return - lead - hidden + 2))
         windows.append((t0, t0 + hidden - 1, lead))
         cursor = t0 + hidden - 1 + lead + 4
@@ -270,9 +211,26 @@ def _steer_through(cfg: SyntheticConfig, keys: dict, busy: list[tuple[int, int]]
 # ---------------------------------------------------------------------------------------------- scene
 
 def _track(object_id: int, shape: Shape, wobble: Wobble, radius: float, keys: dict, pose: dict,
-           num_frames: int) -> Track:
+           num_frames: int, motion: str, twin: int = 0) -> Track:
     return Track(object_id, shape, wobble, radius, interpolate(keys, num_frames), pose["angle"], pose["sx"],
-                 pose["sy"], pose["amps"])
+                 pose["sy"], pose["amps"], motion, twin)
+
+
+def _pick(rng: np.random.Generator, names: tuple[str, ...]) -> str:
+    return names[int(rng.integers(len(names)))]
+
+
+def _radius(rng: np.random.Generator, cfg: SyntheticConfig, shape: Shape, hi: float) -> float:
+    """Base radius (px): log-uniform in [object_radius[0], hi] of the shorter side, raised (up to
+    object_radius[1]) until the silhouette covers _PROMPT_SLACK x min_prompt_area and is _MIN_THICKNESS thick
+    somewhere: a tiny or thin object must still be promptable (a click inside it, not on its edge), or its
+    layout would be redrawn over and over."""
+    short = min(cfg.height, cfg.width)
+    lo = cfg.object_radius[0]
+    radius = float(np.exp(rng.uniform(np.log(lo), np.log(max(hi, lo))))) * short
+    area, inradius = unit_measures(shape)
+    floor = max(np.sqrt(_PROMPT_SLACK * cfg.min_prompt_area / max(area, 1e-3)), _MIN_THICKNESS / max(inradius, 1e-3))
+    return float(max(radius, min(floor, cfg.object_radius[1] * short)))
 
 
 @dataclass(eq=False)
@@ -287,11 +245,24 @@ class _Plan:
     extent: np.ndarray  # (T,) px, sprite_extent per frame
     event_keys: dict[int, np.ndarray]
     busy: list[tuple[int, int]]  # frame spans owned by the events (the wander's keys are cleared there)
+    motion: str  # motion family of its free path
+    twin: int  # id of the earlier object it is a look-alike of (0: none)
 
 
-def _plan_events(rng: np.random.Generator, cfg: SyntheticConfig, camera: np.ndarray, object_id: int,
-                 strips: list[Strip], events: list[Event]) -> _Plan:
-    """Size, pose and scripted disappearances of one object (its bars are appended to `strips`)."""
+def _look(rng: np.random.Generator, cfg: SyntheticConfig, fams: FamilySet, plans: list[_Plan]) -> tuple[int, str]:
+    """(twin, shape family) of the next object: a look-alike (distractor_prob) wears an earlier object's
+    texture and, with twin_shape_prob, a silhouette of its family too."""
+    twin = 0
+    if plans and rng.random() < cfg.distractor_prob:
+        twin = plans[int(rng.integers(len(plans)))].object_id
+        if rng.random() < cfg.twin_shape_prob:
+            return twin, plans[twin - 1].shape.kind
+    return twin, _pick(rng, fams.shape)
+
+
+def _plan_events(rng: np.random.Generator, cfg: SyntheticConfig, fams: FamilySet, camera: np.ndarray,
+                 object_id: int, strips: list[Strip], events: list[Event], plans: list[_Plan]) -> _Plan:
+    """Look, size, pose and scripted disappearances of one object (its bars are appended to `strips`)."""
     windows = _windows(rng, cfg)
     kinds = []
     for _ in windows:  # a bar per occluder event, as long as the occluder budget lasts
@@ -300,10 +271,14 @@ def _plan_events(rng: np.random.Generator, cfg: SyntheticConfig, camera: np.ndar
     lo, hi = cfg.object_radius
     if "occluder" in kinds:  # a bar must be wider than the object: keep those objects small
         hi = lo + 0.4 * (hi - lo)
-    radius = float(rng.uniform(lo, hi) * min(cfg.height, cfg.width))
+    twin, family = _look(rng, cfg, fams, plans)
+    shape = make_shape(rng, family)
+    radius = _radius(rng, cfg, shape, hi)
+    if radius > hi * min(cfg.height, cfg.width):  # raised to be promptable: it leaves the frame instead
+        kinds = ["exit"] * len(kinds)
     pose = _pose(rng, cfg.num_frames, radius)
     extent = sprite_extent(pose["sx"], pose["sy"], pose["amps"])
-    plan = _Plan(object_id, make_shape(rng), make_wobble(rng), radius, pose, extent, {}, [])
+    plan = _Plan(object_id, shape, make_wobble(rng), radius, pose, extent, {}, [], _pick(rng, fams.motion), twin)
     for window, kind in zip(windows, kinds):
         t0, t1, lead = window
         if kind == "exit":
@@ -331,24 +306,31 @@ def _free_start(rng: np.random.Generator, cfg: SyntheticConfig, camera: np.ndarr
     return pos
 
 
-def plan_scene(rng: np.random.Generator, cfg: SyntheticConfig) -> Scene:
-    """Draw a whole video's geometry from `rng` (appearance is drawn separately, see model.synthetic).
+def _size(cfg: SyntheticConfig) -> np.ndarray:
+    return np.array([cfg.width, cfg.height], np.float64)
+
+
+def plan_scene(rng: np.random.Generator, cfg: SyntheticConfig, fams: FamilySet) -> Scene:
+    """Draw a whole video's geometry from `rng`, with shapes and motions of `fams` only (appearance is drawn
+    separately, see model.synthetic.render).
 
     Order matters: the scripted windows (and their bars) and the extra occluders come first, so that each
-    object's free wander can start clear of all of them; crossings are steered last, through objects behind.
+    object's free path can start clear of all of them; crossings are steered last, through objects behind.
     """
     T = cfg.num_frames
     camera = camera_path(rng, T, cfg.camera_drift)
     strips: list[Strip] = []
     events: list[Event] = []
-    count = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
-    plans = [_plan_events(rng, cfg, camera, object_id, strips, events) for object_id in range(1, count + 1)]
-    extra_strips, blobs = _extra_occluders(rng, cfg, camera, cfg.max_occluders - len(strips))
+    plans: list[_Plan] = []
+    for object_id in range(1, int(rng.integers(cfg.min_objects, cfg.max_objects + 1)) + 1):
+        plans.append(_plan_events(rng, cfg, fams, camera, object_id, strips, events, plans))
+    extra_strips, blobs = _extra_occluders(rng, cfg, fams, camera, cfg.max_occluders - len(strips))
     strips += extra_strips
     placed = [(b.center[0] - camera[0], float(sprite_extent(b.sx[0], b.sy[0], b.amps[0]))) for b in blobs]
     objects: list[Track] = []
     for plan in plans:
-        keys = _base_keys(rng, cfg, camera, _free_start(rng, cfg, camera, float(plan.extent[0]), strips, placed))
+        start = _free_start(rng, cfg, camera, float(plan.extent[0]), strips, placed)
+        keys = motion_keys(rng, plan.motion, T, _size(cfg), camera, start)
         for first, last in plan.busy:
             _clear(keys, first, last)
         keys.update(plan.event_keys)
@@ -357,16 +339,18 @@ def plan_scene(rng: np.random.Generator, cfg: SyntheticConfig) -> Scene:
             tc = _steer_through(cfg, keys, plan.busy + behind.busy, objects[behind.object_id - 1], camera)
             if tc is not None:
                 events.append(Event("cross", behind.object_id, tc, tc, other=plan.object_id))
-        objects.append(_track(plan.object_id, plan.shape, plan.wobble, plan.radius, keys, plan.pose, T))
+        objects.append(_track(plan.object_id, plan.shape, plan.wobble, plan.radius, keys, plan.pose, T,
+                              plan.motion, plan.twin))
         placed.append((objects[-1].center[0] - camera[0], float(plan.extent[0])))
     events.sort(key=lambda e: (e.object_id, e.start))
-    return Scene(camera, tuple(objects), tuple(strips), tuple(blobs), tuple(events))
+    clutter = _clutter(rng, cfg, fams, camera, objects)
+    return Scene(camera, tuple(objects), tuple(strips), tuple(blobs), tuple(events), clutter)
 
 
-def _extra_occluders(rng: np.random.Generator, cfg: SyntheticConfig, camera: np.ndarray,
+def _extra_occluders(rng: np.random.Generator, cfg: SyntheticConfig, fams: FamilySet, camera: np.ndarray,
                      room: int) -> tuple[list[Strip], list[Track]]:
-    """Occluders that no event needs: thin bars and drifting blobs in the foreground (partial occlusions)."""
-    size = np.array([cfg.width, cfg.height], np.float64)
+    """Occluders that no event needs: thin bars and moving blobs in the foreground (partial occlusions)."""
+    size = _size(cfg)
     short = float(min(size))
     strips, blobs = [], []
     for _ in range(int(rng.integers(0, max(room, 0) + 1))):
@@ -377,7 +361,23 @@ def _extra_occluders(rng: np.random.Generator, cfg: SyntheticConfig, camera: np.
             strips.append(Strip(float(alpha), float(normal @ centre), float(rng.uniform(0.02, 0.06) * short)))
             continue
         radius = float(rng.uniform(0.05, 0.12) * short)
-        keys = {0: rng.uniform(0.1, 0.9, 2) * size, cfg.num_frames - 1: rng.uniform(0.1, 0.9, 2) * size}
-        blobs.append(_track(0, make_shape(rng), make_wobble(rng), radius, keys, _pose(rng, cfg.num_frames, radius),
-                            cfg.num_frames))
+        shape, motion = make_shape(rng, _pick(rng, fams.shape)), _pick(rng, fams.motion)
+        keys = motion_keys(rng, motion, cfg.num_frames, size, camera, rng.uniform(0.1, 0.9, 2) * size)
+        blobs.append(_track(0, shape, make_wobble(rng), radius, keys, _pose(rng, cfg.num_frames, radius),
+                            cfg.num_frames, motion))
     return strips, blobs
+
+
+def _clutter(rng: np.random.Generator, cfg: SyntheticConfig, fams: FamilySet, camera: np.ndarray,
+             objects: list[Track]) -> tuple[Track, ...]:
+    """Untracked look-alikes: each a tracked object's shape family and (in render) texture, at a similar size,
+    moving on its own. They are drawn behind every tracked object, so they never change the truth."""
+    size, out = _size(cfg), []
+    for _ in range(int(rng.integers(0, cfg.max_clutter + 1))):
+        model = objects[int(rng.integers(len(objects)))]
+        shape, motion = make_shape(rng, model.shape.kind), _pick(rng, fams.motion)
+        radius = float(model.radius * np.exp(rng.uniform(-0.4, 0.4)))
+        keys = motion_keys(rng, motion, cfg.num_frames, size, camera, rng.uniform(0.1, 0.9, 2) * size)
+        out.append(_track(0, shape, make_wobble(rng), radius, keys, _pose(rng, cfg.num_frames, radius),
+                          cfg.num_frames, motion, model.object_id))
+    return tuple(out)

@@ -1,13 +1,18 @@
-"""Pixels of the synthetic videos (model.synthetic): tileable textures, star-shaped silhouettes, strips.
+"""Silhouettes of the synthetic videos (model.synthetic) and their drawing: sprites (objects, occluder blobs)
+and strips (foreground bars). Textures and backgrounds live in model.synthetic.textures / .backgrounds (and are
+re-exported here for older callers).
 
 Pure numpy, no randomness of its own: every generator takes the caller's `np.random.Generator`.
 
-A silhouette is star-shaped around its centre: a pixel belongs to it when its polar radius, in the object's
-own rotated and squashed frame, is below `shape_radius(phi) * wobble(phi, t)`. That one representation
-covers ellipses, polygons, stars and blobs, is vectorised over a bounding box, and gives a hard upper bound on
-the object's extent (`max(sx, sy) * (1 + sum|wobble|)`), which the scene planner needs to hide an object
-exactly behind an occluder or outside the frame. Pixels are hard-edged (no antialiasing) and tested at their
-centres, so an owner map (which object, occluder or background owns each pixel) is exact.
+A silhouette lives in the object's own rotated and squashed unit frame (u, v), inside the unit disc. The
+star-shaped families (SHAPE_KINDS: ellipses, polygons, stars, blobs) are a polar radius function: a point
+belongs when its radius is below `shape_radius(phi)`. The others (model.synthetic.outlines: thin sticks,
+concave shapes, rings, glyphs) are a membership test of (u, v). A deformation (`Wobble`) scales the radius
+by `wobble(phi, t)`; for an outline the point is pulled back by that factor before the test. Either way the
+object never reaches beyond `max(sx, sy) * (1 + sum|wobble|)` (`sprite_extent`), the bound the scene planner
+needs to hide an object exactly behind an occluder or outside the frame. Pixels are hard-edged (no
+antialiasing) and tested at their centres, so an owner map (which object, occluder or background owns each
+pixel) is exact.
 """
 
 from __future__ import annotations
@@ -16,19 +21,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
-TEXTURE_SIZE = 64  # texels per tile side; a power of two so wrapping is `& (TEXTURE_SIZE - 1)`
-_WRAP = TEXTURE_SIZE - 1
-SHAPE_KINDS = ("ellipse", "polygon", "star", "blob")
-TEXTURE_KINDS = ("flat", "stripes", "checker", "dots", "noise")
+from .backgrounds import background_image
+from .outlines import OUTLINE_FAMILIES, outline_inside, outline_params
+from .textures import TEXTURE_KINDS, TEXTURE_SIZE, make_texture, random_color, value_noise
+
+SHAPE_KINDS = ("ellipse", "polygon", "star", "blob")  # star-shaped: a polar radius function
+SHAPE_FAMILIES = SHAPE_KINDS + OUTLINE_FAMILIES
+
+# The texture and background helpers are re-exported for callers of the old module (benchmarks.host_side).
+__all__ = [
+    "PRIMITIVES", "SHAPE_FAMILIES", "SHAPE_KINDS", "TEXTURE_KINDS", "TEXTURE_SIZE", "Shape", "Sprite", "Strip",
+    "Wobble", "background_image", "draw_flat", "draw_sprite", "draw_strip", "make_shape", "make_texture", "make_wobble", "random_color",
+    "shape_radius", "silhouette", "sprite_extent", "unit_measures", "value_noise", "wobble_factor",
+]
 
 
 @dataclass(frozen=True)
 class Shape:
-    """A star-shaped silhouette of unit circumradius (its largest radius is exactly 1 after `norm`)."""
+    """A silhouette inside the unit disc: star-shaped ones (SHAPE_KINDS) reach it exactly (after `norm`)."""
 
-    kind: str  # one of SHAPE_KINDS
-    params: tuple[float, ...]  # ellipse: (aspect,); polygon: (sides,); star: (points, depth); blob: (k, a, phase)*
-    norm: float = 1.0  # divides the raw radius so that its maximum over phi is 1
+    kind: str  # its family, one of SHAPE_FAMILIES
+    # ellipse: (aspect,); polygon: (sides,); star: (points, depth); blob: (k, a, phase)*; outlines: see
+    # model.synthetic.outlines.outline_params
+    params: tuple[float, ...]
+    norm: float = 1.0  # star-shaped: divides the raw radius so that its maximum over phi is 1
 
 
 @dataclass(frozen=True)
@@ -61,16 +77,21 @@ def _raw_radius(kind: str, params: tuple[float, ...], phi: np.ndarray) -> np.nda
 
 
 def make_shape(rng: np.random.Generator, kind: str | None = None) -> Shape:
+    """A random silhouette of family `kind` (default: one of the star-shaped SHAPE_KINDS)."""
     kind = kind or SHAPE_KINDS[rng.integers(len(SHAPE_KINDS))]
+    if kind in OUTLINE_FAMILIES:
+        return Shape(kind, outline_params(rng, kind))
     if kind == "ellipse":
         params: tuple[float, ...] = (float(rng.uniform(0.45, 1.0)),)
     elif kind == "polygon":
         params = (float(rng.integers(3, 7)),)
     elif kind == "star":
         params = (float(rng.integers(4, 8)), float(rng.uniform(0.3, 0.55)))
-    else:  # the amplitudes sum below 0.45, so the radius never gets near 0 (the shape stays one piece)
+    elif kind == "blob":  # the amplitudes sum below 0.45, so the radius never gets near 0 (one piece)
         ks = rng.choice(np.arange(2, 6), size=3, replace=False)
         params = tuple(float(v) for k in ks for v in (k, rng.uniform(0.03, 0.15), rng.uniform(0, 2 * np.pi)))
+    else:
+        raise ValueError(f"unknown shape family {kind!r}; known: {', '.join(SHAPE_FAMILIES)}")
     phi = np.linspace(0, 2 * np.pi, 4096, endpoint=False)
     return Shape(kind, params, float(_raw_radius(kind, params, phi).max()))
 
@@ -91,6 +112,32 @@ def wobble_factor(wobble: Wobble, amps: np.ndarray, phi: np.ndarray) -> np.ndarr
     return out
 
 
+def silhouette(shape: Shape, wobble: Wobble, amps: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Which points (u, v) of the object's unit frame (deformed by `wobble` at amplitudes `amps`) it covers."""
+    phi = np.arctan2(v, u)
+    w = wobble_factor(wobble, amps, phi)
+    if shape.kind in SHAPE_KINDS:
+        return np.hypot(u, v) < shape_radius(shape, phi) * w
+    # The point pulled back by w: in iff the outline holds it, and the outline lies within radius 1, so r < w.
+    return outline_inside(shape.kind, shape.params, u / w, v / w)
+
+
+def unit_measures(shape: Shape, samples: int = 64) -> tuple[float, float]:
+    """(area, inradius) of the undeformed silhouette in unit-frame units (the unit disc: pi, 1), sampled on a
+    grid; the inradius (its thickest point's distance from the edge) counts 8-neighbour erosion steps, which
+    never overestimate it (a 3x3 square fits in a disc of radius sqrt 2 < 2 steps)."""
+    c = (np.arange(samples) + 0.5) / samples * 2 - 1
+    inside = np.pad(silhouette(shape, Wobble((), ()), np.zeros(0), c[None, :], c[:, None]), 1)
+    area, steps = float(inside.mean() * 4), 0
+    while True:
+        rows = inside[:-2] & inside[1:-1] & inside[2:]  # separable: a 3x3 minimum is a 3-row then a 3-column one
+        inner = rows[:, :-2] & rows[:, 1:-1] & rows[:, 2:]
+        if not inner.any():
+            return area, steps * 2 / samples
+        inside = np.pad(inner, 1)
+        steps += 1
+
+
 def sprite_extent(sx: np.ndarray, sy: np.ndarray, amps: np.ndarray) -> np.ndarray:
     """Upper bound (px) of a sprite's distance from its centre to any pixel centre it owns; +1 px of slack."""
     return np.maximum(sx, sy) * (1 + np.abs(amps).sum(axis=-1)) + 1.0
@@ -104,7 +151,7 @@ class Sprite:
 
     shape: Shape
     wobble: Wobble
-    texture: np.ndarray  # (TEXTURE_SIZE, TEXTURE_SIZE, 3) uint8, periodic
+    texture: np.ndarray  # (n, n, 3) uint8 with n a power of two, periodic (model.synthetic.textures)
     texels_per_unit: float  # texture density in the object's frame: the texture moves, turns and scales with it
 
 
@@ -126,14 +173,27 @@ def draw_sprite(img: np.ndarray, owner: np.ndarray, code: int, sprite: Sprite, c
     cos, sin = np.cos(angle), np.sin(angle)
     u = (cos * dx + sin * dy) / sx  # the object's own frame, unit radius
     v = (cos * dy - sin * dx) / sy
-    phi = np.arctan2(v, u)
-    inside = np.hypot(u, v) < shape_radius(sprite.shape, phi) * wobble_factor(sprite.wobble, amps, phi)
-    k = sprite.texels_per_unit
-    rows = np.floor(v[inside] * k).astype(np.int64) & _WRAP
-    cols = np.floor(u[inside] * k).astype(np.int64) & _WRAP
+    inside = silhouette(sprite.shape, sprite.wobble, amps, u, v)
+    k, wrap = sprite.texels_per_unit, sprite.texture.shape[0] - 1
+    rows = np.floor(v[inside] * k).astype(np.int64) & wrap
+    cols = np.floor(u[inside] * k).astype(np.int64) & wrap
     img[y0:y1, x0:x1][inside] = sprite.texture[rows, cols]
     owner[y0:y1, x0:x1][inside] = code
     return int(np.count_nonzero(inside))
+
+
+# Fixed silhouettes for hand-scripted scenes (tests/videos.py, jobs/benchmark/scene.py): with no rotation, a
+# "disc" of radii (sx, sy) is an axis-aligned ellipse, a "square" of radii (sx, sy) a rectangle of half sides
+# (sx, sy) / sqrt 2 (a bar of aspect 1, its corners on the unit circle).
+PRIMITIVES = {"disc": Shape("ellipse", (1.0,)), "square": Shape("thin", (1.0, 1.0))}
+
+
+def draw_flat(img: np.ndarray, owner: np.ndarray, code: int, shape: Shape, color, cx: float, cy: float,
+              sx: float, sy: float, angle: float = 0.0) -> int:
+    """Paint an undeformed `shape` in one flat `color` (draw_sprite's other arguments); returns its area."""
+    texture = np.broadcast_to(np.asarray(color, np.uint8), (TEXTURE_SIZE, TEXTURE_SIZE, 3))
+    return draw_sprite(img, owner, code, Sprite(shape, Wobble((), ()), texture, 1.0), cx, cy, angle, sx, sy,
+                       np.zeros(0))
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,70 +222,8 @@ def draw_strip(img: np.ndarray, owner: np.ndarray, code: int, strip: Strip, text
     px, py = cols + 0.5 + cam_x, rows + 0.5 + cam_y  # world coordinates of the bar's pixels only
     across = strip.distance(px, py)
     along = -np.sin(strip.normal_angle) * px + np.cos(strip.normal_angle) * py
-    texel_rows = np.floor(across / texel_px).astype(np.int64) & _WRAP
-    texel_cols = np.floor(along / texel_px).astype(np.int64) & _WRAP
+    wrap = texture.shape[0] - 1
+    texel_rows = np.floor(across / texel_px).astype(np.int64) & wrap
+    texel_cols = np.floor(along / texel_px).astype(np.int64) & wrap
     img[rows, cols] = texture[texel_rows, texel_cols]
     owner[rows, cols] = code
-
-
-# ---------------------------------------------------------------------------------------------- textures
-
-def value_noise(rng: np.random.Generator, shape: tuple[int, int], cells: tuple[int, int],
-                channels: int = 1) -> np.ndarray:
-    """Smooth noise in [0, 1], (h, w, channels), periodic: random values on a torus of cells, interpolated."""
-    grid = rng.random((cells[0], cells[1], channels))
-
-    def axis(n: int, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        pos = np.arange(n) * c / n
-        i0 = np.floor(pos).astype(np.int64)
-        f = pos - i0
-        return i0 % c, (i0 + 1) % c, f * f * (3 - 2 * f)  # smoothstep: no creases along the grid lines
-
-    r0, r1, fr = axis(shape[0], cells[0])
-    c0, c1, fc = axis(shape[1], cells[1])
-    rows = grid[r0] * (1 - fr)[:, None, None] + grid[r1] * fr[:, None, None]
-    return rows[:, c0] * (1 - fc)[None, :, None] + rows[:, c1] * fc[None, :, None]
-
-
-def random_color(rng: np.random.Generator) -> np.ndarray:
-    return rng.integers(15, 241, 3).astype(np.float64)
-
-
-def make_texture(rng: np.random.Generator, kind: str | None = None) -> np.ndarray:
-    """A (TEXTURE_SIZE, TEXTURE_SIZE, 3) uint8 periodic tile: two colours in a pattern, plus texel grain."""
-    kind = kind or TEXTURE_KINDS[rng.integers(len(TEXTURE_KINDS))]
-    n = TEXTURE_SIZE
-    rr, cc = np.mgrid[0:n, 0:n]
-    period = int(rng.choice([8, 16, 32]))  # divides n: the pattern stays periodic
-    if kind == "flat":
-        mix = np.zeros((n, n))
-    elif kind == "stripes":
-        q = (rr, cc, rr + cc, rr - cc)[rng.integers(4)]
-        mix = (np.mod(q, period) < period // 2).astype(np.float64)
-    elif kind == "checker":
-        mix = ((rr // (period // 2) + cc // (period // 2)) % 2).astype(np.float64)
-    elif kind == "dots":
-        d = np.hypot(np.mod(rr, period) - period / 2, np.mod(cc, period) - period / 2)
-        mix = (d < period * rng.uniform(0.2, 0.4)).astype(np.float64)
-    elif kind == "noise":
-        mix = value_noise(rng, (n, n), (4, 4))[..., 0]
-    else:
-        raise ValueError(f"unknown texture kind {kind!r}; known: {', '.join(TEXTURE_KINDS)}")
-    a, b = random_color(rng), random_color(rng)
-    tile = a * (1 - mix[..., None]) + b * mix[..., None] + rng.normal(0, 6, (n, n, 3))
-    return np.clip(tile, 0, 255).astype(np.uint8)
-
-
-def background_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """(height, width, 3) uint8 scenery: coarse colour fields, a faint pattern, fine grain."""
-    coarse = value_noise(rng, (height, width), (3, 3), 1)[..., 0]
-    mid = value_noise(rng, (height, width), (12, 12), 3)
-    fine = value_noise(rng, (height, width), (max(height // 4, 1), max(width // 4, 1)), 1)
-    a, b = random_color(rng), random_color(rng)
-    img = a * (1 - coarse[..., None]) + b * coarse[..., None]
-    img = img + (mid - 0.5) * rng.uniform(20, 70) + (fine - 0.5) * rng.uniform(10, 40)
-    if rng.random() < 0.5:  # a faint tiled floor / wallpaper so the camera drift is visible everywhere
-        rr, cc = np.mgrid[0:height, 0:width]
-        period = int(rng.integers(12, 40))
-        img = img + 12.0 * ((rr // period + cc // period) % 2)[..., None]
-    return np.clip(img, 0, 255).astype(np.uint8)

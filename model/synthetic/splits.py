@@ -1,12 +1,17 @@
-"""Seed ranges of the synthetic splits: no two splits share a seed."""
+"""Seed ranges of the synthetic splits: no two splits share a seed.
+
+Split k of SPLITS owns the seeds [k * SPLIT_STRIDE, (k + 1) * SPLIT_STRIDE). "train", "val" and "test" draw
+from the in-family families, "heldout" (index 3, added last so the other ranges did not move) from the
+held-out ones (model.synthetic.families): a seed's split decides its families.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .scene import SyntheticError
+from .config import SyntheticError
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "heldout")
 SPLIT_STRIDE = 2**32  # seeds per split; split k owns [k * SPLIT_STRIDE, (k + 1) * SPLIT_STRIDE)
 
 
@@ -23,3 +28,11 @@ def split_seed(split: str, index: int) -> int:
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < len(seeds):
         raise SyntheticError(f"index must be an int in [0, {len(seeds)}), got {index!r}", index)
     return seeds[int(index)]
+
+
+def split_of_seed(seed: int) -> str:
+    """The split that owns `seed` (an int >= 0 below len(SPLITS) * SPLIT_STRIDE)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < len(SPLITS) * SPLIT_STRIDE:
+        raise SyntheticError(f"seed must be an int in [0, {len(SPLITS) * SPLIT_STRIDE}) (a split's), got {seed!r}",
+                             seed)
+    return SPLITS[int(seed) // SPLIT_STRIDE]

@@ -40,10 +40,12 @@ class RenderedClip:
     frame_index: list[int]  # T increasing video frame indices (gaps = dropped frames)
     prompt: str  # position 0's prompt kind
     clicks: dict[int, int]  # {position: corrective clicks}
+    families: frozenset[str] = frozenset()  # "kind:name" families its video drew (model.synthetic.families)
 
 
 def sample_clip(rng: np.random.Generator, index: int, length: int, spec: ClipSpec):
-    """One training clip: (frames (T, H, W, 3) uint8, masks (T, O, H, W) bool, frame indices) or None."""
+    """One training clip: (frames (T, H, W, 3) uint8, masks (T, O, H, W) bool, frame indices, the video's
+    families) or None."""
     gaps = 1 + rng.binomial(3, spec.drop_prob, size=length - 1)  # each gap drops 0..3 frames
     span = int(gaps.sum()) + 1
     video = render_video(split_seed("train", index), SyntheticConfig(height=spec.size, width=spec.size,
@@ -56,7 +58,7 @@ def sample_clip(rng: np.random.Generator, index: int, length: int, spec: ClipSpe
     keep = np.flatnonzero(video.areas[start] >= min_area)[:spec.max_objects]  # prompted on position 0
     if keep.size == 0:
         return None
-    return video.frames[shown], video.masks[shown][:, keep], idx.tolist()
+    return video.frames[shown], video.masks[shown][:, keep], idx.tolist(), video.families
 
 
 def image_mix(mix: dict[str, float]) -> dict[str, float]:
@@ -88,7 +90,7 @@ def step_clips(spec: ClipSpec, step: int, length: int) -> list[RenderedClip]:
         if clip is None:
             continue
         prompt, clicks = clip_recipe(rng, len(clip[2]), image_mix(spec.prompt_mix) if image else spec.prompt_mix)
-        clips.append(RenderedClip(clip[0], clip[1], clip[2], prompt, clicks))
+        clips.append(RenderedClip(clip[0], clip[1], clip[2], prompt, clicks, clip[3]))
     return clips
 
 

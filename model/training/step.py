@@ -289,7 +289,8 @@ def _remember(model: SAM2Model, state: _ClipsState, raw_feat: torch.Tensor, last
 
 
 def _cat_decoded(rows: list[Decoded]) -> Decoded:
-    return Decoded(*(torch.cat([getattr(r, n) for r in rows]) for n in _DECODED_FIELDS))
+    """Rows of several decodes, without their candidates (their count differs: 3 for a single click, else 1)."""
+    return Decoded(*(torch.cat([getattr(r, n) for r in rows]) for n in _DECODED_FIELDS[:5]))
 
 
 def clip_forward(model: SAM2Model, frames: torch.Tensor, gt_masks: torch.Tensor, frame_index: list[int],
