@@ -115,16 +115,6 @@ class TrainClip:
     policy: MemoryPolicy = MemoryPolicy()  # the memory the clip is unrolled with (sampled per clip in training)
 
 
-def _cat_steps(steps: list[StepOutput]) -> StepOutput:
-    return StepOutput(*(torch.cat([getattr(s, n) for s in steps]) for n in ("logits", "ious",
-                                                                          "object_score_logits", "chosen")))
-
-
-def _split_step(step: StepOutput, sizes: list[int]) -> list[StepOutput]:
-    fields = (step.logits, step.ious, step.object_score_logits, step.chosen)
-    return [StepOutput(*parts) for parts in zip(*(x.split(sizes) for x in fields))]
-
-
 def _prompt_decode(model: SAM2Model, f: FrameFeatures, gt, kind: str, points, labels):
     """Position 0 of clips prompted with `kind` (their objects' features `f`): the tracker's PROMPT decode
     -> (Decoded, features the clicks decode from)."""
