@@ -28,11 +28,22 @@ SEGMENTS = PseudoLabelConfig(segment_frames=40, overlap=8)  # 96 frames -> 3 seg
 CHUNK = 16
 
 
-def unprompted_corpus(folder: Path, lengths: list[int], prompted: int | None = None) -> Path:
-    """Synthetic test-split videos (128 x 128), prompts dropped except those of video `prompted`."""
+# An easy scene on purpose, for the test that follows one true object through every segment: large objects
+# always in view, of the families the shipped weights were trained on (the generator's first four shapes and
+# five textures, scenery, wandering), no look-alikes, lighting or blur. That test is about ids through
+# stitching; how well the model segments harder scenes is for the benchmarks (benchmarks/pseudo_label_recall.py).
+EASY = dict(object_radius=(0.12, 0.2), distractor_prob=0.0, max_clutter=0, gain_drift=0.0, light_prob=0.0,
+            blur_prob=0.0, families=("shape:ellipse", "shape:polygon", "shape:star", "shape:blob", "texture:flat",
+                                     "texture:stripes", "texture:checker", "texture:dots", "texture:noise",
+                                     "background:scenery", "motion:wander"))
+
+
+def unprompted_corpus(folder: Path, lengths: list[int], prompted: int | None = None, **scene) -> Path:
+    """Synthetic test-split videos (128 x 128) without disappearances, prompts dropped except those of video
+    `prompted`; `scene`: further SyntheticConfig fields."""
     rows = []
     for i, n in enumerate(lengths):
-        cfg = SyntheticConfig(height=128, width=128, num_frames=n, event_prob=0.0, cross_prob=0.0)
+        cfg = SyntheticConfig(height=128, width=128, num_frames=n, event_prob=0.0, cross_prob=0.0, **scene)
         manifest = write_corpus(folder / f"c{i}", "test", 1, cfg, prompt_kind="mask", start=i)
         row = json.loads(manifest.read_text().splitlines()[0])
         row["video_id"] = f"v{i}"
@@ -132,8 +143,9 @@ def test_a_killed_driver_resumes_to_the_same_output(calm, tmp_path, ray_cluster)
 
 def test_given_objects_keep_their_ids_and_discoveries_follow(tmp_path):
     """Mask prompts on the first segment only: later segments discover the objects anew, and stitching carries
-    the user's id on. Object 3 of this video is visible throughout: a known crossing of all 3 segments."""
-    manifest = unprompted_corpus(tmp_path, [96], prompted=0)
+    the user's id on. The object followed is the truth's largest one visible on every frame: it crosses all 3
+    segments."""
+    manifest = unprompted_corpus(tmp_path, [96], prompted=0, **EASY)
     prompts = json.loads(manifest.read_text())["prompts"]
     given = {p["object_id"] for p in prompts}
     summary = label(manifest, tmp_path / "out", actors=1)
@@ -148,11 +160,15 @@ def test_given_objects_keep_their_ids_and_discoveries_follow(tmp_path):
         assert rows.loc[key, "is_prompt"]
         ours, true = (decode_rle(t.loc[key, "mask_rle"], 128, 128) for t in (rows, truth))
         assert (ours & true).sum() / (ours | true).sum() > 0.8, key
-    crossing = tr.set_index("object_id").loc[3]
+    areas = truth.assign(area=truth.mask_rle.map(lambda r: decode_rle(r, 128, 128).sum())).area.unstack(0)
+    always = areas.columns[(areas > 0).all()]
+    assert len(always), areas.min()
+    followed = int(areas[always].min().idxmax())
+    crossing = tr.set_index("object_id").loc[followed]
     assert list(crossing.segments) == [0, 1, 2] and crossing.first_frame == 0 and crossing.last_frame == 95
     ious = []
-    for f in range(96):  # the one id follows the true object 3 through every segment
-        ours, true = (decode_rle(t.loc[(3, f), "mask_rle"], 128, 128) for t in (rows, truth))
+    for f in range(96):  # the one id follows the true object through every segment
+        ours, true = (decode_rle(t.loc[(followed, f), "mask_rle"], 128, 128) for t in (rows, truth))
         ious.append((ours & true).sum() / max((ours | true).sum(), 1))
     assert min(ious) > 0.5, np.round(ious, 2)
 
