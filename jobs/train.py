@@ -30,6 +30,8 @@ from safetensors.torch import save_file
 
 from model import SAM2Model, get_config
 from model.checkpoint import check_state_dict, read_state_dict
+from model.synthetic import REGISTRY
+from model.training.grow import grow_from
 from model.training.config import config_overrides, model_config, parse_overrides
 from model.training.policies import TRAINING_POLICIES, parse_policy_mix, sample_policies
 from model.prompts import PROMPT_KINDS
@@ -51,6 +53,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     p.add_argument("--init", default=None, help="start from these weights (any fsspec URL; e.g. the embedded "
                                                 "ones) with a fresh optimizer, counting steps from --start-step")
+    p.add_argument("--grow", action="store_true",
+                   help="with --init and --model: the weights are a smaller model's; tensors it lacks (e.g. new "
+                        "memory-attention layers, which start as the identity) keep their initialisation")
+    p.add_argument("--families", default="",
+                   help="comma list of kind:name generator families the clips draw from (model.synthetic.families; "
+                        "a kind not named uses all its training families), for data-diversity ablations")
     p.add_argument("--start-step", type=int, default=0, help="step count of --init's weights (schedules)")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--weight-decay", type=float, default=0.05)
@@ -125,6 +133,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--image-share must be in [0, 1], got {args.image_share}")
     if args.max_minutes is not None and args.max_minutes <= 0:
         p.error(f"--max-minutes must be > 0, got {args.max_minutes}")
+    if args.grow and not args.init:
+        p.error("--grow needs --init (the smaller model's weights)")
+    args.families = tuple(f.strip() for f in args.families.split(",") if f.strip())
+    try:
+        REGISTRY.for_split("train").narrowed(args.families)  # training draws the train split's families only
+    except ValueError as e:
+        p.error(f"--families: {e}")
     if args.data_workers < 0:
         p.error(f"--data-workers must be >= 0, got {args.data_workers}")
     for name in ("workers", "steps", "batch", "log_every", "eval_every", "save_every"):
@@ -163,7 +178,7 @@ def clip_length(curriculum: list[tuple[int, int]], step: int) -> int:
 
 def clip_spec(args, size: int) -> ClipSpec:
     return ClipSpec(args.seed, args.rank, args.batch, size, args.drop_prob, args.static_prob, args.max_objects,
-                    args.image_share, args.prompt_mix)
+                    args.image_share, args.prompt_mix, args.families)
 
 
 def to_input(model, frames: np.ndarray, masks: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -379,7 +394,11 @@ def _train(args) -> int:
     set_dropout(model, args.dropout)
     opt = make_optimizer(model, args)
     step = load_checkpoint(out, model, opt, device) if args.resume else args.start_step
-    if args.init and not args.resume:
+    if args.init and not args.resume and args.grow:
+        added = grow_from(model, read_state_dict(args.init))
+        if lead:
+            print(f"grown from {args.init}: {len(added)} new tensors")
+    elif args.init and not args.resume:
         model.load_state_dict(build_model(args, "cpu", args.init).state_dict())
     elif not args.resume and args.local_attention_init:
         local_attention_init(model, args.local_attention_init)

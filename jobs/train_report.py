@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from model import Prompt, StreamingTracker
-from model.metrics import davis_summary, frame_scores, object_score
+from model.metrics import davis_summary, frame_scores, object_score, reappearance_frames
 from model.synthetic import SyntheticConfig, render_video, split_seed
 from workers.synthetic_corpus import first_frame_prompts
 
@@ -21,33 +21,60 @@ def _val_prompt(p: dict, video, t: int, ids: list[int], kind: str) -> Prompt:
 
 
 def evaluate_jf(model, args, device) -> dict:
-    """J&F of the real StreamingTracker on val videos, prompted on their first frame (--val-prompt)."""
-    tracker = StreamingTracker(model)  # puts the model in eval mode; the caller restores train mode
+    """J&F of the real StreamingTracker on val videos at the model's size, prompted on their first frame
+    (--val-prompt)."""
     S = model.cfg.image_size
-    cfg = SyntheticConfig(height=S, width=S, num_frames=args.val_frames)
-    vids, js, fs = [], [], []
-    for i in range(args.val_videos):
-        video = render_video(split_seed("val", i), cfg)
-        kind = "points" if args.val_prompt == "mask" else args.val_prompt  # the mask itself comes from the truth
-        prompts = first_frame_prompts(video, kind, min_area=max(4, S * S // 1024))
-        state = tracker.new_stream(S, S)
+    return tracker_jf(model, "val", args.val_videos, SyntheticConfig(height=S, width=S, num_frames=args.val_frames),
+                      args.val_prompt)
+
+
+def tracker_jf(model, split: str, videos: int, cfg: SyntheticConfig, prompt: str, first: int = 0) -> dict:
+    """DAVIS J&F (the prompted frame left out) of the real StreamingTracker on videos first..first+videos-1 of
+    `split` rendered with `cfg`, each object prompted (`prompt`: mask, box or points) on its first frame of
+    min_prompt_area pixels; plus "reappear_J&F": the same over the 5 frames after each return from >= 5
+    hidden frames (model.metrics.reappearance_frames), as jobs.evaluate scores it."""
+    tracker = StreamingTracker(model)  # puts the model in eval mode; a trainer restores train mode
+    vids, js, fs, rvids, rjs, rfs = [], [], [], [], [], []
+    for i in range(first, first + videos):
+        video = render_video(split_seed(split, i), cfg)
+        kind = "points" if prompt == "mask" else prompt  # the mask itself comes from the truth
+        prompts = first_frame_prompts(video, kind, min_area=max(4, cfg.height * cfg.width // 1024))
+        per_frame = _track(tracker, video, prompts, prompt)
         ids = [int(o) for o in video.object_ids]
-        scores = {p["object_id"]: ([], []) for p in prompts}
-        for t in range(video.frames.shape[0]):
-            now = [_val_prompt(p, video, t, ids, args.val_prompt) for p in prompts if p["frame_index"] == t]
-            res = tracker.step(state, video.frames[t], now)
-            for oid in res.object_ids:
-                if t > next(p["frame_index"] for p in prompts if p["object_id"] == oid):  # DAVIS skips the prompt
-                    j, f = frame_scores(res[oid].mask.cpu().numpy(), video.masks[t, ids.index(oid)])
-                    scores[oid][0].append(j)
-                    scores[oid][1].append(f)
-        for oid, (j, f) in scores.items():
+        for oid, (frames, j, f) in per_frame.items():
             s = object_score(j, f)
-            vids.append(f"val-{i}")
+            vids.append(f"{split}-{i}")
             js.append(s.J)
             fs.append(s.F)
-    return davis_summary(vids, js, fs)
+            back = set(reappearance_frames(video.visible[:, ids.index(oid)]))
+            keep = [k for k, t in enumerate(frames) if t in back]
+            if keep:
+                r = object_score([j[k] for k in keep], [f[k] for k in keep])
+                rvids.append(f"{split}-{i}")
+                rjs.append(r.J)
+                rfs.append(r.F)
+    out = davis_summary(vids, js, fs)
+    out["reappear_J&F"] = davis_summary(rvids, rjs, rfs)["JF"] if rvids else float("nan")
+    out["reappear_objects"] = len(rvids)
+    return out
 
+
+def _track(tracker, video, prompts: list[dict], kind: str) -> dict[int, tuple[list[int], list, list]]:
+    """{object: (frames scored, J per frame, F per frame)} of one video tracked from `prompts`."""
+    H, W = video.frames.shape[1:3]
+    state = tracker.new_stream(H, W)
+    ids = [int(o) for o in video.object_ids]
+    scores = {p["object_id"]: ([], [], []) for p in prompts}
+    for t in range(video.frames.shape[0]):
+        now = [_val_prompt(p, video, t, ids, kind) for p in prompts if p["frame_index"] == t]
+        res = tracker.step(state, video.frames[t], now)
+        for oid in res.object_ids:
+            if t > next(p["frame_index"] for p in prompts if p["object_id"] == oid):  # DAVIS skips the prompt
+                j, f = frame_scores(res[oid].mask.cpu().numpy(), video.masks[t, ids.index(oid)])
+                scores[oid][0].append(t)
+                scores[oid][1].append(j)
+                scores[oid][2].append(f)
+    return scores
 
 
 def _panel(draw: ImageDraw.ImageDraw, box, xs, ys, title: str, color) -> None:

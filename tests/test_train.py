@@ -300,3 +300,40 @@ def test_policy_mix_and_model_overrides_are_checked():
         model_config(get_config("synthetic-tiny"), parse_overrides("widht=3"))
     with pytest.raises(SystemExit):
         train_job.parse_args(["--out", "x", "--policy-mix", "nope:1"])
+
+
+def test_a_grown_memory_attention_starts_as_the_trained_one():
+    """--grow: a third memory-attention layer starts as the identity, so the grown model's memory-conditioned
+    features equal the 2-layer model's; a wider model cannot grow from it and the error names tensors."""
+    from model.training.config import model_config, parse_overrides
+    from model.training.grow import GrowError, grow_from
+
+    small = _model(3).eval()
+    torch.manual_seed(4)
+    big = SAM2Model(model_config(get_config("synthetic-tiny", S), parse_overrides("memory_attention_layers=3"))).eval()
+    added = grow_from(big, small.state_dict())
+    assert added and all(k.startswith("memory_attention.layers.2.") for k in added)
+    g = torch.Generator().manual_seed(0)
+    curr, pos = torch.randn(2, 16, 128, generator=g), torch.randn(2, 16, 128, generator=g)
+    mem, mem_pos = torch.randn(2, 40, 32, generator=g), torch.randn(2, 40, 32, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(big.memory_attention(curr, pos, mem, mem_pos, 8),
+                                   small.memory_attention(curr, pos, mem, mem_pos, 8))
+        assert big.memory_attention.layers[2].linear1.weight.abs().sum() > 0  # only the residual outputs are zero
+    wide = SAM2Model(model_config(get_config("synthetic-tiny", S), parse_overrides("d_model=96")))
+    with pytest.raises(GrowError, match="of another shape") as e:
+        grow_from(wide, small.state_dict())
+    assert any("memory_attention" in n for n in e.value.names)
+
+
+def test_families_narrow_the_training_clips(capsys):
+    args = train_job.parse_args(["--out", "x", "--families", "shape:ellipse,texture:flat", "--batch", "3"])
+    clips = step_clips(train_job.clip_spec(args, S), 0, 2)
+    assert all({"shape:ellipse", "texture:flat"} <= c.families for c in clips)
+    assert all(not any(f.startswith("shape:") and f != "shape:ellipse" for f in c.families) for c in clips)
+    for bad in ("shape:glyph", "shape:nope"):  # a held-out family, an unknown one
+        with pytest.raises(SystemExit):
+            train_job.parse_args(["--out", "x", "--families", bad])
+        assert "--families" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_job.parse_args(["--out", "x", "--grow"])

@@ -31,6 +31,7 @@ class ClipSpec:
     max_objects: int  # objects per clip at most
     image_share: float  # share of one-frame clips prompted with a box or a click
     prompt_mix: dict[str, float]  # first-frame prompt kinds of video clips and their shares
+    families: tuple[str, ...] = ()  # "kind:name" generator families to draw from (SyntheticConfig.families)
 
 
 @dataclass
@@ -49,7 +50,7 @@ def sample_clip(rng: np.random.Generator, index: int, length: int, spec: ClipSpe
     gaps = 1 + rng.binomial(3, spec.drop_prob, size=length - 1)  # each gap drops 0..3 frames
     span = int(gaps.sum()) + 1
     video = render_video(split_seed("train", index), SyntheticConfig(height=spec.size, width=spec.size,
-                                                                     num_frames=span + 8))
+                                                                     num_frames=span + 8, families=spec.families))
     start = int(rng.integers(0, 9))
     idx = np.concatenate([[start], start + np.cumsum(gaps)]).astype(int)
     # A still clip shows the same frame at every position (time still passes: the memory ages as usual).
