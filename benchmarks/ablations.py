@@ -6,7 +6,7 @@ capacities score on the very same videos: --videos videos of each split at 256 x
 object prompted with its true mask on its first frame (DAVIS's semi-supervised protocol).
 
     python -m benchmarks.ablations RUN_DIR [RUN_DIR ...] [--videos 30] [--frames 48] [--splits val,heldout]
-        [--log-steps]
+        [--image-size S]
 
 Prints one markdown row per run, with the step its checkpoint was saved at.
 """
@@ -30,11 +30,12 @@ from model.training.config import model_config
 PRESET = "synthetic-tiny"
 
 
-def load_run(weights: Path) -> tuple[SAM2Model, dict]:
-    """The model a jobs.train checkpoint was trained as, and the checkpoint's metadata."""
+def load_run(weights: Path, image_size: int | None = None) -> tuple[SAM2Model, dict]:
+    """The model a jobs.train checkpoint was trained as (at `image_size` instead, if given), and the
+    checkpoint's metadata."""
     with safe_open(str(weights), "pt") as f:
         meta = f.metadata() or {}
-    size = int(meta["image_size"]) if "image_size" in meta else None
+    size = image_size or (int(meta["image_size"]) if "image_size" in meta else None)
     cfg = model_config(get_config(PRESET, size), json.loads(meta.get("overrides", "{}")))
     model = SAM2Model(cfg)
     model.load_state_dict(read_state_dict(str(weights)))
@@ -47,6 +48,9 @@ def main(argv=None) -> int:
     ap.add_argument("--videos", type=int, default=30)
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--splits", default="val,heldout")
+    ap.add_argument("--image-size", type=int, default=None,
+                    help="run every model at this input size instead of its checkpoint's (e.g. weights trained at "
+                         "128 run at 256: what the size alone changes)")
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     args = ap.parse_args(argv)
     splits = [s.strip() for s in args.splits.split(",")]
@@ -56,7 +60,7 @@ def main(argv=None) -> int:
     results = {}
     for run in args.runs:
         weights = run / "model.safetensors" if run.is_dir() else run
-        model, meta = load_run(weights)
+        model, meta = load_run(weights, args.image_size)
         with torch.inference_mode():
             scores = {s: tracker_jf(model, s, args.videos, cfg, "mask") for s in splits}
         results[str(run)] = {"meta": meta, **scores}

@@ -337,3 +337,25 @@ def test_families_narrow_the_training_clips(capsys):
         assert "--families" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train_job.parse_args(["--out", "x", "--grow"])
+
+
+def test_an_ablation_checkpoint_rebuilds_as_trained(tmp_path):
+    """benchmarks.ablations scores a run with the config it was trained as (image size and --model overrides
+    from the checkpoint's metadata), not the preset's."""
+    from benchmarks.ablations import load_run
+
+    out = tmp_path / "run"
+    assert train_job.main(["--out", str(out), "--steps", "1", "--batch", "1", "--image-size", str(S), "--curriculum",
+                           "0:2", "--val-videos", "1", "--val-frames", "2", "--device", "cpu",
+                           "--model", "memory_attention_layers=3"]) == 0
+    model, meta = load_run(out / "model.safetensors")
+    assert model.cfg.image_size == S and model.cfg.memory_attention_layers == 3 and meta["step"] == "1"
+
+
+def test_iou_calibration_figures():
+    from benchmarks.frame_prompts import calibration
+
+    c = calibration(np.array([0.1, 0.3, 0.8, 0.95]), np.array([0.0, 0.5, 0.6, 1.0]))
+    assert c["mae"] == pytest.approx((0.1 + 0.2 + 0.2 + 0.05) / 4)
+    assert [b["n"] for b in c["bins"]] == [1, 1, 1, 1] and c["bins"][2]["actual"] == pytest.approx(0.6)
+    assert 0.9 < c["pearson_r"] <= 1.0
