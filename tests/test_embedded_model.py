@@ -10,6 +10,7 @@ from workers.synthetic_corpus import first_frame_prompts
 
 TEST_VIDEOS = range(5)  # fixed test-split videos, never seen in training
 JF_TARGET = 0.80  # issue 5's bar for the shipped weights on these videos
+CARD_JF = 0.38  # the level model/weights/MODEL_CARD.md states for these videos (0.3879 measured, 1 thread)
 
 
 def track_jf(model: torch.nn.Module, video_index: int) -> tuple[list[float], list[float]]:
@@ -70,6 +71,10 @@ def test_shipped_weights_track_far_better_than_random(shipped_jf):
     torch.manual_seed(0)
     random_jf = dataset_jf(load_model("synthetic-tiny"))
     assert shipped_jf > random_jf + 0.2, (shipped_jf, random_jf)
+
+
+def test_shipped_weights_track_at_the_model_cards_level(shipped_jf):
+    assert shipped_jf >= CARD_JF, f"J&F {shipped_jf:.4f} on 5 test videos < the model card's {CARD_JF}"
 
 
 @pytest.mark.xfail(strict=True, reason="issue 5 open: the shipped weights do not reach J&F 0.80 yet "
