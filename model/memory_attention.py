@@ -37,20 +37,21 @@ class RoPEAttention(Attention):
         self.feat_sizes = tuple(feat_sizes)
         self._rotations: dict[tuple, torch.Tensor] = {}  # (tokens, repeats, device) -> rotations, not state
 
-    def rotations(self, n_tokens: int, repeats: int, device: torch.device) -> torch.Tensor:
-        """Rotations of an n_tokens grid, tiled `repeats` times: (repeats * n_tokens, d/2) complex."""
-        key = (n_tokens, repeats, device)
+    def rotations(self, n_tokens: int, repeats: int, device: torch.device, pool: int = 1) -> torch.Tensor:
+        """Rotations of an n_tokens grid, tiled `repeats` times: (repeats * n_tokens, d/2) complex. With `pool`,
+        of that grid's pool x pool cells (a coarse memory): (repeats * n_tokens / pool**2, d/2)."""
+        key = (n_tokens, repeats, device, pool)
         if key not in self._rotations:
             with torch.inference_mode(False):  # a normal tensor: the cache serves inference and training alike
-                self._rotations[key] = self._make_rotations(n_tokens, repeats, device)
+                self._rotations[key] = self._make_rotations(n_tokens, repeats, device, pool)
         return self._rotations[key]
 
-    def _make_rotations(self, n_tokens: int, repeats: int, device: torch.device) -> torch.Tensor:
+    def _make_rotations(self, n_tokens: int, repeats: int, device: torch.device, pool: int) -> torch.Tensor:
         w, h = self.feat_sizes
         if w * h != n_tokens:  # another image size than configured: a square grid
             w = h = math.isqrt(n_tokens)
             assert w * h == n_tokens, f"{n_tokens} query tokens do not form a square grid"
-        rot = axial_rope_rotations(w, h, self.internal_dim // self.num_heads, self.rope_theta, device)
+        rot = axial_rope_rotations(w, h, self.internal_dim // self.num_heads, self.rope_theta, device, pool)
         return rot.repeat(repeats, 1)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0,

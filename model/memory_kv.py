@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .memory_bank import MemoryPolicy, MemoryView, ObjectMemory
+from .memory_bank import MemoryPolicy, ObjectMemory
 from .memory_batch import memory_layout
+from .memory_view import MemoryView
 from .rope import apply_rope
 from .weight_keys import weights_key
 
@@ -39,23 +40,42 @@ class MemoryKV:
 
 def project_memories(model, feats: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Spatial memories (n, Cm, h, w) -> their keys without temporal encoding and their values, per layer:
-    (n, L, 2, H, hw, d)."""
+    (n, L, 2, H, h*w, d). A memory of half the model's grid (a coarse one) gets the full grid's encodings
+    pooled alike: its 2x2-averaged spatial encoding and rotations at its cells' centres."""
     # float32 sums, as the reference adds memories and encodings before its (autocast) projections
-    x = feats.flatten(2).transpose(1, 2).float()  # (n, hw, Cm)
-    hw = x.shape[1]
-    spatial_pos = model.memory_pos(x.device)  # (hw, Cm)
+    x = feats.flatten(2).transpose(1, 2).float()  # (n, hw', Cm)
+    hw, pool = model.cfg.feat_size ** 2, _pool(model, feats.shape[-1])
+    spatial_pos = _spatial_pos(model, x.device, pool)  # (hw', Cm)
     out = []
     for layer in model.memory_attention.layers:
         attn = layer.cross_attn_image
-        k = F.linear(x + spatial_pos if layer.pos_enc_at_cross_attn_keys else x, attn.k_proj.weight)  # (n, hw, Ck)
-        k = apply_rope(attn.split_heads(k), attn.rotations(hw, 1, x.device))  # (n, H, hw, d)
-        v = attn.split_heads(attn.v_proj(x))  # (n, H, hw, d)
-        out.append(torch.stack([k.to(dtype), v.to(dtype)], dim=1))  # (n, 2, H, hw, d)
-    return torch.stack(out, dim=1)  # (n, L, 2, H, hw, d)
+        k = F.linear(x + spatial_pos if layer.pos_enc_at_cross_attn_keys else x, attn.k_proj.weight)  # (n, hw', Ck)
+        k = apply_rope(attn.split_heads(k), attn.rotations(hw, 1, x.device, pool))  # (n, H, hw', d)
+        v = attn.split_heads(attn.v_proj(x))  # (n, H, hw', d)
+        out.append(torch.stack([k.to(dtype), v.to(dtype)], dim=1))  # (n, 2, H, hw', d)
+    return torch.stack(out, dim=1)  # (n, L, 2, H, hw', d)
 
 
-def temporal_keys(model, hw: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """rope(Wk p_time + bk) for every temporal slot and layer, over an hw-token grid: (L, T, H, hw, d)."""
+def _pool(model, width: int) -> int:
+    """1 for a memory on the model's grid, 2 for a coarse one."""
+    pool = model.cfg.feat_size // width
+    assert pool in (1, 2) and pool * width == model.cfg.feat_size, f"memory width {width} for a {model.cfg.feat_size} grid"
+    return pool
+
+
+def _spatial_pos(model, device: torch.device, pool: int) -> torch.Tensor:
+    """The memories' spatial encoding (hw / pool**2, Cm): the full grid's, pool x pool averaged."""
+    pos = model.memory_pos(device)  # (hw, Cm)
+    if pool == 1:
+        return pos
+    fs = model.cfg.feat_size
+    grid = pos.T.reshape(1, -1, fs, fs)  # (1, Cm, fs, fs)
+    return F.avg_pool2d(grid, pool)[0].flatten(1).T  # (hw / pool**2, Cm)
+
+
+def temporal_keys(model, hw: int, dtype: torch.dtype, device: torch.device, pool: int = 1) -> torch.Tensor:
+    """rope(Wk p_time + bk) for every temporal slot and layer, over an hw-token grid (pooled pool x pool):
+    (L, T, H, hw / pool**2, d)."""
     cfg = model.cfg
     tpos = model.maskmem_tpos_enc.view(cfg.num_maskmem, cfg.mem_dim).float()  # (T, Cm)
     out = []
@@ -63,9 +83,9 @@ def temporal_keys(model, hw: int, dtype: torch.dtype, device: torch.device) -> t
         attn = layer.cross_attn_image
         u = F.linear(tpos if layer.pos_enc_at_cross_attn_keys else torch.zeros_like(tpos),
                      attn.k_proj.weight.float(), attn.k_proj.bias.float())  # (T, Ck)
-        u = attn.split_heads(u[:, None, :].expand(-1, hw, -1))  # (T, H, hw, d)
-        out.append(apply_rope(u, attn.rotations(hw, 1, device)).to(dtype))
-    return torch.stack(out)  # (L, T, H, hw, d)
+        u = attn.split_heads(u[:, None, :].expand(-1, hw // pool ** 2, -1))  # (T, H, hw', d)
+        out.append(apply_rope(u, attn.rotations(hw, 1, device, pool)).to(dtype))
+    return torch.stack(out)  # (L, T, H, hw', d)
 
 
 class TemporalKeyTable:
@@ -73,15 +93,17 @@ class TemporalKeyTable:
     grid, dtype or device is asked for."""
 
     def __init__(self):
-        self._key, self._table = None, None
+        self._key, self._tables = None, {}
 
-    def get(self, model, hw: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    def get(self, model, hw: int, dtype: torch.dtype, device: torch.device, pool: int = 1) -> torch.Tensor:
         projections = [layer.cross_attn_image.k_proj for layer in model.memory_attention.layers]
         params = [model.maskmem_tpos_enc] + [p for k_proj in projections for p in k_proj.parameters()]
         key = (hw, dtype, device, weights_key([model, *projections], params))
         if key != self._key:
-            self._key, self._table = key, temporal_keys(model, hw, dtype, device)
-        return self._table
+            self._key, self._tables = key, {}
+        if pool not in self._tables:
+            self._tables[pool] = temporal_keys(model, hw, dtype, device, pool)
+        return self._tables[pool]
 
 
 class MemoryKVBuffer:
@@ -107,52 +129,77 @@ class MemoryKVBuffer:
 
 
 def build_memory_kv(model, banks: list[ObjectMemory], frames: list[int], policy: MemoryPolicy, dtype: torch.dtype,
-                    table: TemporalKeyTable, min_frames: int = 0, min_ptrs: int = 0,
-                    buffer: MemoryKVBuffer | None = None) -> MemoryKV:
+                    table: TemporalKeyTable, min_tokens: int = 0, min_ptrs: int = 0,
+                    buffer: MemoryKVBuffer | None = None, retrieved: list[list[int]] | None = None) -> MemoryKV:
     """What `build_memory_batch` lays out, projected for every layer, from the banks' caches (written into
     `buffer` when one is given)."""
-    lay = memory_layout(model, banks, frames, policy, dtype, min_frames, min_ptrs)
-    entries = _cached_projections(model, banks, lay.views, dtype)  # per object, (L, 2, H, hw, d) per frame
-    L, N, hw = model.cfg.memory_attention_layers, len(banks), lay.hw
-    tpos_table = table.get(model, hw, dtype, lay.ptrs.device)  # (L, T, H, hw, d)
-    H, d = tpos_table.shape[2], tpos_table.shape[4]
-    S_hw, Pk = lay.num_frames * hw, lay.ptr_tokens.shape[1]
-    shape = (L, N, H, S_hw + Pk, d)
-    keys, values = (buffer or MemoryKVBuffer()).take(shape, dtype, lay.ptrs.device)
-    for i, (cached, tpos) in enumerate(zip(entries, lay.tpos)):
-        for j, e in enumerate(cached):
-            rows = slice(j * hw, (j + 1) * hw)
-            torch.add(e[:, 0], tpos_table[:, tpos[j]], out=keys[:, i, :, rows])  # (L, H, hw, d)
-            values[:, i, :, rows] = e[:, 1]
-        pad = slice(len(cached) * hw, S_hw)  # padding frames: masked by the bias, but must be finite
-        keys[:, i, :, pad], values[:, i, :, pad] = 0.0, 0.0
+    lay = memory_layout(model, banks, frames, policy, dtype, min_tokens, min_ptrs, retrieved)
+    entries = _cached_projections(model, banks, lay.views, dtype, policy.int8)  # per object, per memory
+    L, N, hw, device = model.cfg.memory_attention_layers, len(banks), lay.hw, lay.ptrs.device
+    tables = {1: table.get(model, hw, dtype, device)}  # (L, T, H, hw', d) per pool
+    H, d = tables[1].shape[2], tables[1].shape[4]
+    T, Pk = lay.spatial_tokens, lay.ptr_tokens.shape[1]
+    keys, values = (buffer or MemoryKVBuffer()).take((L, N, H, T + Pk, d), dtype, device)
+    for i, (cached, tpos, counts) in enumerate(zip(entries, lay.tpos, lay.frame_tokens)):
+        start = 0
+        for e, t, n in zip(cached, tpos, counts):
+            pool = 1 if n == hw else 2
+            if pool not in tables:
+                tables[pool] = table.get(model, hw, dtype, device, pool)
+            rows = slice(start, start + n)
+            k, v = _entry(e, dtype)  # (L, H, n, d) each
+            torch.add(k, tables[pool][:, t], out=keys[:, i, :, rows])
+            values[:, i, :, rows] = v
+            start += n
+        keys[:, i, :, start:T], values[:, i, :, start:T] = 0.0, 0.0  # padding: masked by the bias, but finite
     for n, layer in enumerate(model.memory_attention.layers):  # pointers: no rotation, projected every frame
         k, v = layer.memory_kv(lay.ptr_tokens, lay.ptr_pos, hw, Pk)  # (N, H, Pk, d) each
-        keys[n, :, :, S_hw:], values[n, :, :, S_hw:] = k, v
+        keys[n, :, :, T:], values[n, :, :, T:] = k, v
     return MemoryKV(keys, values, lay.bias)
 
 
-def _cached_projections(model, banks: list[ObjectMemory], views: list[MemoryView],
-                        dtype: torch.dtype) -> list[list[torch.Tensor]]:
-    """Each object's attended spatial memories, projected: from its bank's cache, the missing ones
-    projected together in one batch and cached."""
+def _entry(e, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """A cached projection (L, 2, H, n, d), or its int8 form (values, scales (L, 2, H, 1, d)) -> keys, values."""
+    if isinstance(e, tuple):
+        e = (e[0].float() * e[1]).to(dtype)
+    return e[:, 0], e[:, 1]
+
+
+def _cached_projections(model, banks: list[ObjectMemory], views: list[MemoryView], dtype: torch.dtype,
+                        int8: bool = False) -> list[list]:
+    """Each object's attended spatial memories, projected: from its bank's cache, the missing ones projected
+    together (one batch per resolution) and cached, in int8 with per-channel scales when `int8`."""
     wanted = [_spatial_slots(b, v) for b, v in zip(banks, views)]
-    missing = [(bank, key, frame, feat) for bank, slots in zip(banks, wanted) for key, frame, feat in slots
+    missing = [(bank, key, frame) for bank, slots in zip(banks, wanted) for key, frame in slots
                if not _fresh(bank.kv_cache.get(key), frame, dtype)]
-    if missing:
-        projected = project_memories(model, torch.stack([m[3] for m in missing]), dtype)  # (n, L, 2, H, hw, d)
-        for (bank, key, frame, _), p in zip(missing, projected):
-            bank.kv_cache[key] = (frame, p)
-    return [[bank.kv_cache[key][1] for key, _, _ in slots] for bank, slots in zip(banks, wanted)]
+    for width in sorted({b.stores[key[0]].item_shape[-1] for b, key, _ in missing}):
+        group = [m for m in missing if m[0].stores[m[1][0]].item_shape[-1] == width]
+        feats = torch.stack([bank.read(*key) for bank, key, _ in group])  # (n, Cm, h', w')
+        projected = project_memories(model, feats, dtype)  # (n, L, 2, H, hw', d)
+        for (bank, key, frame), p in zip(group, projected):
+            bank.kv_cache[key] = (frame, dtype, _quantize_kv(p) if int8 else p)
+    return [[bank.kv_cache[key][2] for key, _ in slots] for bank, slots in zip(banks, wanted)]
 
 
-def _spatial_slots(bank: ObjectMemory, view: MemoryView) -> list[tuple[tuple[str, int], int, torch.Tensor]]:
-    """(cache key, frame, memory) of each attended spatial slot, in the layout's order: prompted, keyframes,
-    recent."""
-    return ([(("cond", s), bank.cond_frames[s], bank.cond_feats[s]) for s in view.cond_slots]
-            + [(("key", s), bank.key_frames[s], bank.key_feats[s]) for s in view.key_slots]
-            + [(("recent", s), bank.recent_frames[s], bank.recent_feats[s]) for s in view.recent_slots])
+def _quantize_kv(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L, 2, H, n, d) -> int8 values and float32 scales (L, 2, H, 1, d): one scale per channel over the tokens."""
+    scale = p.float().abs().amax(dim=-2, keepdim=True).clamp_min(1e-12) / 127.0
+    return torch.round(p.float() / scale).clamp_(-127, 127).to(torch.int8), scale
 
 
-def _fresh(entry: tuple[int, torch.Tensor] | None, frame: int, dtype: torch.dtype) -> bool:
-    return entry is not None and entry[0] == frame and entry[1].dtype == dtype
+def _spatial_slots(bank: ObjectMemory, view: MemoryView) -> list[tuple[tuple[str, int], int]]:
+    """(cache key, frame) of each attended spatial memory, in the layout's order."""
+    return [((r.store, r.slot), bank.frames(r.store)[r.slot]) for r in view.spatial]
+
+
+def _fresh(entry: tuple | None, frame: int, dtype: torch.dtype) -> bool:
+    return entry is not None and entry[0] == frame and entry[1] == dtype
+
+
+def cache_nbytes(bank: ObjectMemory) -> int:
+    """Bytes of a bank's cached keys and values (derived: not in snapshots, rebuilt on first use)."""
+    total = 0
+    for _, _, e in bank.kv_cache.values():
+        for t in (e if isinstance(e, tuple) else (e,)):
+            total += t.numel() * t.element_size()
+    return total

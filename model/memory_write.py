@@ -29,10 +29,12 @@ def worth_storing(policy: MemoryPolicy, object_score_logits: torch.Tensor) -> li
 
 
 def new_bank(model, policy: MemoryPolicy, object_id: int, frame: int, mem: torch.Tensor,
-             ptr: torch.Tensor) -> ObjectMemory:
-    """An empty bank for an object joining at `frame`, shaped after one of its memories (Cm, h, w) and pointers."""
+             ptr: torch.Tensor, preallocate: bool = False) -> ObjectMemory:
+    """An empty bank for an object joining at `frame`, shaped after one of its memories (Cm, h, w) and pointers;
+    its stores grow as used, or hold every slot from the start with `preallocate`."""
     num_ptrs = model.cfg.max_obj_ptrs - 1 if policy.num_recent else 0  # memory off: no recent pointers
-    return ObjectMemory.allocate(object_id, frame, policy, num_ptrs, tuple(mem.shape), ptr.shape[-1], mem.device)
+    return ObjectMemory.allocate(object_id, frame, policy, num_ptrs, tuple(mem.shape), ptr.shape[-1], mem.device,
+                                 preallocate)
 
 
 def store_memory(bank: ObjectMemory, policy: MemoryPolicy, frame: int, mem: torch.Tensor, ptr: torch.Tensor,

@@ -11,19 +11,22 @@ import torch
 
 
 def axial_rope_angles(width: int, height: int, dim: int, theta: float = 10000.0,
-                      device: torch.device | None = None) -> torch.Tensor:
-    """Rotation angles of a (height, width) grid in row-major token order -> (height * width, dim // 2)."""
+                      device: torch.device | None = None, pool: int = 1) -> torch.Tensor:
+    """Rotation angles of a (height, width) grid in row-major token order -> (height * width, dim // 2).
+    With `pool` > 1 the tokens are the cells of that grid pooled pool x pool, each at its cells' centre
+    (a coarse memory's positions on the full grid): -> (height * width / pool**2, dim // 2)."""
     assert dim % 4 == 0, "axial RoPE splits the channel pairs evenly between x and y"
     freqs = 1.0 / theta ** (torch.arange(0, dim, 4, dtype=torch.float32, device=device) / dim)  # (dim/4,)
-    xs = torch.arange(width, dtype=torch.float32, device=device).repeat(height)  # (HW,) column of each token
-    ys = torch.arange(height, dtype=torch.float32, device=device).repeat_interleave(width)  # (HW,) row
+    w, h, centre = width // pool, height // pool, (pool - 1) / 2
+    xs = (torch.arange(w, dtype=torch.float32, device=device) * pool + centre).repeat(h)  # (hw,) column of each
+    ys = (torch.arange(h, dtype=torch.float32, device=device) * pool + centre).repeat_interleave(w)  # (hw,) row
     return torch.cat([torch.outer(xs, freqs), torch.outer(ys, freqs)], dim=-1)  # (HW, dim/2)
 
 
 def axial_rope_rotations(width: int, height: int, dim: int, theta: float = 10000.0,
-                         device: torch.device | None = None) -> torch.Tensor:
-    """Unit complex rotations of `axial_rope_angles`: (height * width, dim // 2) complex64."""
-    angles = axial_rope_angles(width, height, dim, theta, device)
+                         device: torch.device | None = None, pool: int = 1) -> torch.Tensor:
+    """Unit complex rotations of `axial_rope_angles`: (height * width / pool**2, dim // 2) complex64."""
+    angles = axial_rope_angles(width, height, dim, theta, device, pool)
     return torch.polar(torch.ones_like(angles), angles)
 
 

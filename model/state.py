@@ -10,8 +10,10 @@ from safetensors.torch import save as save_tensors
 from .discovery import DiscoveryState
 from .errors import StateError
 from .memory_bank import MemoryPolicy, ObjectMemory
+from .memory_kv import cache_nbytes
+from .memory_store import SlotStore
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: the bank as SlotStores (memory_store.py)
 
 
 @dataclass
@@ -32,8 +34,14 @@ class TrackerState:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held in tensors; fixed per object by the policy, whatever the video's length."""
+        """Bytes of the stored memories (what a snapshot carries); bounded per object by the policy, whatever
+        the video's length."""
         return sum(t.numel() * t.element_size() for m in self.objects.values() for t in m.tensors().values())
+
+    @property
+    def resident_nbytes(self) -> int:
+        """`nbytes` plus the derived key/value caches (memory_kv.py), bounded alike: what the stream holds."""
+        return self.nbytes + sum(cache_nbytes(m) for m in self.objects.values())
 
     def to_bytes(self) -> bytes:
         """A snapshot: safetensors (tensors + JSON metadata), so loading it can never run code."""
@@ -41,9 +49,11 @@ class TrackerState:
         for m in self.objects.values():
             for name, t in m.tensors().items():
                 tensors[f"{m.object_id}.{name}"] = t.detach().cpu().contiguous()
-            objects.append({"object_id": m.object_id, "first_frame": m.first_frame, "cond_frames": m.cond_frames,
-                            "recent_frames": m.recent_frames, "ptr_frames": m.ptr_frames,
-                            "num_cond_stored": m.num_cond_stored, "key_frames": m.key_frames})
+            objects.append({"object_id": m.object_id, "first_frame": m.first_frame,
+                            "num_cond_stored": m.num_cond_stored,
+                            "stores": {name: {"capacity": st.capacity, "frames": st.frames,
+                                              "dtype": str(st.dtype).removeprefix("torch.")}
+                                       for name, st in m.stores.items()}})
         meta = {"version": SNAPSHOT_VERSION, "height": self.height, "width": self.width,
                 "model_name": self.model_name, "frame_index": self.frame_index, "objects": objects,
                 "policy": asdict(self.policy),
@@ -59,20 +69,24 @@ class TrackerState:
             raise StateError(f"not a samstream tracker snapshot ({len(data)} bytes): {e}") from e
         if meta.get("version") != SNAPSHOT_VERSION:
             raise StateError(f"snapshot version {meta.get('version')!r}, expected {SNAPSHOT_VERSION}")
-        state = cls(meta["height"], meta["width"], meta["model_name"], MemoryPolicy(**meta["policy"]),
-                    meta["frame_index"])
+        try:
+            policy = MemoryPolicy(**meta["policy"])
+        except (TypeError, ValueError) as e:
+            raise StateError(f"snapshot memory policy {meta['policy']!r} is not valid here: {e}") from e
+        state = cls(meta["height"], meta["width"], meta["model_name"], policy, meta["frame_index"])
         if meta.get("discovery") is not None:
             state.discovery = DiscoveryState.from_dict(meta["discovery"])
         for o in meta["objects"]:
             oid = o["object_id"]
-            t = {k: tensors[f"{oid}.{k}"].to(device) for k in ("cond_feats", "cond_ptrs", "recent_feats", "ptrs")}
-            key_frames = o.get("key_frames", [])  # snapshots before keyframes existed have none
-            keys = (tensors[f"{oid}.key_feats"].to(device) if key_frames
-                    else t["cond_feats"].new_zeros((0, *t["cond_feats"].shape[1:])))
-            state.objects[oid] = ObjectMemory(oid, o["first_frame"], t["cond_feats"], t["cond_ptrs"],
-                                              o["cond_frames"], t["recent_feats"], o["recent_frames"], t["ptrs"],
-                                              o["ptr_frames"], o["num_cond_stored"], keys, key_frames)
+            stores = {name: _store(tensors, f"{oid}.{name}", s, device) for name, s in o["stores"].items()}
+            state.objects[oid] = ObjectMemory(oid, o["first_frame"], stores, o["num_cond_stored"])
         return state
+
+
+def _store(tensors: dict, key: str, meta: dict, device) -> SlotStore:
+    scales = tensors.get(f"{key}.scales")
+    return SlotStore(meta["capacity"], list(meta["frames"]), tensors[key].to(device),
+                     None if scales is None else scales.to(device), getattr(torch, meta["dtype"]))
 
 
 def _read_metadata(data: bytes) -> dict:

@@ -4,9 +4,9 @@ Per step, for B streams: the image encoder runs once on the B frames; every obje
 then decoded in a few batched groups (tracked from memory, prompted, corrected), its new memory encoded
 in one batch, and stored in its bank.
 
-On CUDA the host never waits for the device inside a step but for two documented reads: selective storing's
-presence (one .tolist() per step) and a discovery stream's presence (one per step; its keyframes read the
-automatic masks' candidates, auto_masks.py). Host data reaches the device by non-blocking copies from pinned
+On CUDA the host never waits for the device inside a step but for three documented reads: selective storing's
+presence (one .tolist() per step), relevance retrieval's similarities (one per step) and a discovery stream's
+presence (one per step; its keyframes read the automatic masks' candidates, auto_masks.py). Host data reaches the device by non-blocking copies from pinned
 memory and rows are picked without list indices (transfer.py); tests/test_fake_cuda.py checks this on a CPU.
 """
 
@@ -21,6 +21,7 @@ from .errors import PromptError, StateError
 from .memory_bank import MemoryPolicy
 from .memory_batch import build_memory_batch
 from .memory_kv import MemoryKVBuffer, TemporalKeyTable, build_memory_kv
+from .memory_retrieval import frame_queries, retrieve
 from .memory_write import encode_memories, new_bank, store_memory, worth_storing
 from .postprocess import fill_holes
 from .prompts import ModelPrompt, Prompt, check_frame, to_model_prompt
@@ -92,6 +93,9 @@ class StreamingTracker:
         # Project each stored memory for memory attention once, not on every frame that attends to it
         # (memory_kv.py): faster, at 2 x layers x hw x 256 values per stored memory and object.
         self.cache_memory_kv = cache_memory_kv
+        if self.policy.coarse_after and not cache_memory_kv:
+            raise ValueError(f"coarse_after={self.policy.coarse_after} needs cache_memory_kv=True (coarse memories "
+                             "are attended from their cached keys)")
         self._temporal_keys = TemporalKeyTable()
         self._kv_buffer = MemoryKVBuffer()  # one frame's memory keys and values, reused by the next
 
@@ -238,16 +242,20 @@ class StreamingTracker:
         """Memory attention for the objects at `rows`, batched with padding."""
         banks = [states[tasks[i].stream].objects[tasks[i].object_id] for i in rows]
         frames = [states[tasks[i].stream].frame_index for i in rows]
-        pad = [max(c) for c in zip(*(b.capacity() for b in banks))] if self.static_shapes else (0, 0)
+        pad = [max(c) for c in zip(*(b.capacity(self.policy) for b in banks))] if self.static_shapes else (0, 0)
+        feat, pos = take_rows(feats.feat, rows), take_rows(feats.pos, rows)
+        retrieved = None
+        if self.policy.retrieval_pool:
+            retrieved = retrieve(self.model, self.policy, banks, frames, frame_queries(self.model, feat, pos))
         if self.cache_memory_kv:
             dtype = self.autocast_dtype or feats.feat.dtype  # the projections' dtype under autocast
             kv = build_memory_kv(self.model, banks, frames, self.policy, dtype, self._temporal_keys, *pad,
-                                 buffer=self._kv_buffer)
-            return self.model.fuse_with_memory_kv(take_rows(feats.feat, rows), take_rows(feats.pos, rows),
-                                                  kv.per_layer(), kv.bias)
-        batch = build_memory_batch(self.model, banks, frames, self.policy, feats.feat.dtype, *pad)
-        return self.model.fuse_with_memory(take_rows(feats.feat, rows), take_rows(feats.pos, rows), batch.memory,
-                                           batch.memory_pos, batch.num_ptr_tokens, batch.bias)
+                                 buffer=self._kv_buffer, retrieved=retrieved)
+            return self.model.fuse_with_memory_kv(feat, pos, kv.per_layer(), kv.bias)
+        batch = build_memory_batch(self.model, banks, frames, self.policy, feats.feat.dtype, *pad,
+                                   retrieved=retrieved)
+        return self.model.fuse_with_memory(feat, pos, batch.memory, batch.memory_pos, batch.num_ptr_tokens,
+                                           batch.bias)
 
     # ---- memory -----------------------------------------------------------------------------------
     def _remember(self, raw_feat: torch.Tensor, states, tasks: list[_Task], decoded: Decoded,
@@ -262,7 +270,7 @@ class StreamingTracker:
             state = states[t.stream]
             if t.object_id not in state.objects:
                 state.objects[t.object_id] = new_bank(self.model, self.policy, t.object_id, state.frame_index,
-                                                      mems[j], decoded.obj_ptr[j])
+                                                      mems[j], decoded.obj_ptr[j], self.static_shapes)
             store_memory(state.objects[t.object_id], self.policy, state.frame_index, mems[j], decoded.obj_ptr[j],
                          t.kind in (PROMPT, DISCOVER), keep[j])
 

@@ -33,7 +33,7 @@ from tests.fake_cuda import DEVICE, Allow, FakeCuda, HostSyncError
 H, W, T = 96, 128, 8
 SELECTIVE = Allow("model/memory_write.py:worth_storing", "selective storing: presence decides what is kept", True)
 MISSING = Allow("model/tracker.py:_end_missing", "discovery counts missing frames from presence", 1.0)
-RESTORE = Allow("model/state.py:from_bytes", "a snapshot's tensors go to the device once, before the loop")
+RESTORE = Allow("model/state.py:_store", "a snapshot's tensors go to the device once, before the loop")
 CLICKS = Allow("model/training/step.py:sample_clicks", "clicks are drawn with the clip's host generator")
 
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from model import MemoryPolicy, StreamingTracker, TrackerState, load_model, resolve_checkpoint
-from model.memory_bank import ObjectMemory, select_memories
+from model.memory_bank import ObjectMemory
+from model.memory_view import select_memories
 from tests.test_tracker import prompts_for
 from tests.videos import moving_shapes
 
@@ -28,21 +29,23 @@ def test_fifo_replaces_the_oldest_frame():
     assert sorted(bank.recent_frames) == [3, 5, 6]
     assert sorted(bank.ptr_frames) == [2, 3, 5, 6]
     slot = bank.recent_frames.index(6)
-    assert bank.recent_feats[slot].float().unique().tolist() == [6.0]
+    assert bank.read("recent", slot).float().unique().tolist() == [6.0]
     bank.store_recent(6, torch.full((2, 1, 1), 9.0), torch.zeros(2))  # a frame stored again keeps its slot
-    assert sorted(bank.recent_frames) == [3, 5, 6] and bank.recent_feats[slot].float().unique().tolist() == [9.0]
+    assert sorted(bank.recent_frames) == [3, 5, 6] and bank.read("recent", slot).float().unique().tolist() == [9.0]
 
 
 def test_reference_selection_takes_exact_frames_selective_takes_the_newest():
     bank = bank_with([1, 2, 3, 5, 6])  # frame 4 was not remembered
-    ref = select_memories(bank, 7)
-    assert [bank.recent_frames[s] for s in ref.recent_slots] == [6, 5]  # t-1, t-2; t-3 = 4 is missing
-    assert ref.recent_ages == ref.recent_order == [1, 2]
-    sel = select_memories(bank, 7, selective=True)
-    assert [bank.recent_frames[s] for s in sel.recent_slots] == [6, 5, 3]
-    assert sel.recent_ages == [1, 2, 4] and sel.recent_order == [1, 2, 3]
-    assert [bank.ptr_frames[s] for s in sel.ptr_recent_slots] == [6, 5, 3, 2] and sel.ptr_recent_ages == [1, 2, 4, 5]
-    assert select_memories(bank, 6, selective=True).recent_ages == [1, 3]  # frame 6 itself is not its past
+    ref = select_memories(bank, 7).of("recent")
+    assert [bank.recent_frames[r.slot] for r in ref] == [6, 5]  # t-1, t-2; t-3 = 4 is missing
+    assert [r.age for r in ref] == [r.order for r in ref] == [1, 2]
+    view = select_memories(bank, 7, selective=True)
+    sel = view.of("recent")
+    assert [bank.recent_frames[r.slot] for r in sel] == [6, 5, 3]
+    assert [r.age for r in sel] == [1, 2, 4] and [r.order for r in sel] == [1, 2, 3]
+    ptrs = view.of("ptrs")
+    assert [bank.ptr_frames[r.slot] for r in ptrs] == [6, 5, 3, 2] and [r.age for r in ptrs] == [1, 2, 4, 5]
+    assert [r.age for r in select_memories(bank, 6, selective=True).of("recent")] == [1, 3]  # 6 is not its past
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
@@ -109,13 +112,14 @@ def test_keyframes_reach_past_the_recent_frames():
     bank = keyframe_bank(10)
     assert sorted(bank.key_frames) == [4, 8] and sorted(bank.recent_frames) == [9, 10]
     view = select_memories(bank, 11)
-    assert [bank.key_frames[s] for s in view.key_slots] == [8, 4] and view.key_ages == [3, 7]
-    assert view.num_spatial == 4 and bank.capacity()[0] == 4
+    keys = view.of("key")
+    assert [bank.key_frames[r.slot] for r in keys] == [8, 4] and [r.age for r in keys] == [3, 7]
+    assert view.num_spatial == 4 and bank.capacity(MemoryPolicy(num_recent=2, num_keyframes=2))[0] == 4
     bank = keyframe_bank(12)  # keyframe 12 replaced the oldest, 4
     assert sorted(bank.key_frames) == [8, 12]
     early = select_memories(bank, 13)  # keyframe 12 is also t-1: attended once, as a recent frame
-    assert [bank.recent_frames[s] for s in early.recent_slots] == [12, 11]
-    assert [bank.key_frames[s] for s in early.key_slots] == [8]
+    assert [bank.recent_frames[r.slot] for r in early.of("recent")] == [12, 11]
+    assert [bank.key_frames[r.slot] for r in early.of("key")] == [8]
 
 
 @pytest.mark.parametrize("bad", [dict(num_keyframes=33), dict(num_keyframes=-1), dict(keyframe_every=0),

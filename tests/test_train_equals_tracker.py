@@ -95,10 +95,10 @@ def test_a_layout_drift_is_caught(model, video, monkeypatch):
     tracked = _tracker_logits(model, v, keep, MemoryPolicy(), _prompts("mask", gt[0], keep, 7), False)
     real = mb.select_memories
 
-    def one_older(mem, frame, selective=False):
-        view = real(mem, frame, selective)
-        return dataclasses.replace(view, recent_slots=view.recent_slots[1:], recent_ages=view.recent_ages[1:],
-                                   recent_order=view.recent_order[1:])
+    def one_older(mem, frame, selective=False, retrieved=()):
+        view = real(mem, frame, selective, retrieved)
+        newest = next((r for r in view.spatial if r.store == "recent"), None)
+        return dataclasses.replace(view, spatial=[r for r in view.spatial if r is not newest])
 
     monkeypatch.setattr(mb, "select_memories", one_older)
     with torch.no_grad():
