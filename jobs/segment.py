@@ -15,9 +15,11 @@ import traceback
 from cluster.config import RunConfig
 from cluster.manifest import read_manifest
 from cluster.run import RunInterrupted, RunSummary, run_segment
-from model import MemoryPolicy, SamstreamError, check_checkpoint, get_config, resolve_checkpoint
+from model import SamstreamError, check_checkpoint, get_config, resolve_checkpoint
 from workers.storage_options import parse_storage_options, redact
 from workers.tasks import ModelSpec
+
+from .memory_cli import add_memory_args, policy_from_args
 
 EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
 
@@ -64,21 +66,7 @@ def new_parser(prog: str, doc: str) -> argparse.ArgumentParser:
                          "gains nothing, so results are bit-identical whatever the number of actors)")
     ap.add_argument("--threads-per-actor", type=int, default=1,
                     help="torch threads per actor; on CPU the default pool is CPUs / threads actors")
-    ap.add_argument("--num-recent", type=int, default=6)
-    ap.add_argument("--max-cond", type=int, default=16)
-    ap.add_argument("--decay", type=float, default=0.0,
-                    help="temporal decay lambda: attention to a recent memory dt frames old is weighted "
-                         "exp(-lambda*dt)")
-    ap.add_argument("--store-threshold", type=float, default=None,
-                    help="selective storing: remember a tracked frame only when the object's presence probability "
-                         "is at least this; the N most recent remembered frames are kept (default: every frame)")
-    ap.add_argument("--num-keyframes", type=int, default=0,
-                    help="long-term keyframes kept beside the recent frames (default 0: none, as the reference)")
-    # jobs.segment's --keyframe-every is this; jobs.pseudo_label's is its discovery keyframes.
-    flags = ["--memory-keyframe-every"] + (["--keyframe-every"] if prog.endswith("segment") else [])
-    ap.add_argument(*flags, dest="memory_keyframe_every", type=int, default=8,
-                    help="a remembered frame every this many frames after an object's first becomes a long-term "
-                         "memory keyframe")
+    add_memory_args(ap, segment=prog.endswith("segment"))
     ap.add_argument("--max-retries", type=int, default=3,
                     help="failed attempts of a chunk (storage errors, dead actors) before its video is recorded "
                          "failed; each retry waits --retry-backoff x 2^(n-1) s (default: %(default)s)")
@@ -111,8 +99,10 @@ def config_from_args(args: argparse.Namespace, storage_options: dict, **extra) -
     """The typed run config; fails on an unknown preset or a bad image size before any work. `extra`:
     ModelSpec.discovery and RunConfig.pseudo_label for jobs.pseudo_label."""
     get_config(args.preset, args.image_size)
-    policy = MemoryPolicy(args.num_recent, args.max_cond, args.decay, args.store_threshold, args.num_keyframes,
-                          args.memory_keyframe_every)
+    policy = policy_from_args(args)
+    if policy.coarse_after and args.no_memory_kv_cache:
+        raise ValueError(f"--coarse-after {policy.coarse_after} needs the memory key/value cache: drop "
+                         "--no-memory-kv-cache")
     spec = {"discovery": extra["discovery"]} if "discovery" in extra else {}
     model = ModelSpec(args.preset, resolve_checkpoint(args.preset, args.checkpoint), args.image_size, policy,
                       dtype=args.dtype, compile=args.compile, memory_kv_cache=not args.no_memory_kv_cache, **spec)

@@ -191,3 +191,21 @@ def test_retrieval_picks_the_planted_most_similar_memory(tiny_model):
     scores = relevance(queries[0], keys)
     others = [s for s in range(8) if bank.frames("pool")[s] != 3]
     assert scores[bank.frames("pool").index(3)] > scores[others].max()
+
+
+# ---- the jobs' options --------------------------------------------------------------------------------------
+def test_the_tracking_jobs_take_every_policy_option():
+    from jobs.pseudo_label import parse_args as pseudo_args
+    from jobs.segment import config_from_args, parse_args
+
+    base = ["--manifest", "m.jsonl", "--out", "/tmp/out"]
+    opts = ["--num-recent", "3", "--retrieval-pool", "6", "--retrieval-topk", "2", "--coarse-after", "1",
+            "--int8-memory", "--store-threshold", "0.3", "--num-keyframes", "2", "--keyframe-every", "5",
+            "--decay", "0.05"]
+    assert config_from_args(parse_args(base + opts), {}).model.policy == POLICIES["all"]
+    pseudo = pseudo_args(base + [o.replace("--keyframe-every", "--memory-keyframe-every") for o in opts])
+    assert pseudo.retrieval_pool == 6 and pseudo.int8_memory and pseudo.memory_keyframe_every == 5
+    with pytest.raises(ValueError, match="retrieval_topk"):
+        config_from_args(parse_args(base + ["--retrieval-pool", "4", "--retrieval-topk", "5"]), {})
+    with pytest.raises(ValueError, match="--coarse-after 2"):
+        config_from_args(parse_args(base + ["--coarse-after", "2", "--no-memory-kv-cache"]), {})
