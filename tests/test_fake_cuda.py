@@ -33,6 +33,7 @@ from tests.fake_cuda import DEVICE, Allow, FakeCuda, HostSyncError
 H, W, T = 96, 128, 8
 SELECTIVE = Allow("model/memory_write.py:worth_storing", "selective storing: presence decides what is kept", True)
 MISSING = Allow("model/tracker.py:_end_missing", "discovery counts missing frames from presence", 1.0)
+RETRIEVE = Allow("model/memory_retrieval.py:retrieve", "retrieval: the similarities decide the layout", 0.5)
 RESTORE = Allow("model/state.py:_store", "a snapshot's tensors go to the device once, before the loop")
 CLICKS = Allow("model/training/step.py:sample_clicks", "clicks are drawn with the clip's host generator")
 
@@ -66,6 +67,9 @@ VARIANTS = {
     "two-prompted-slots-fp32": (MemoryPolicy(max_cond=2), {"autocast_dtype": None}),
     "keyframes-static-shapes": (MemoryPolicy(num_recent=2, num_keyframes=2, keyframe_every=3), {}),
     "selective": (MemoryPolicy(store_threshold=0.5), {}),
+    "retrieval": (MemoryPolicy(num_recent=1, retrieval_pool=3, retrieval_topk=2), {}),
+    "coarse-int8-keyframes-static-shapes": (MemoryPolicy(num_recent=3, coarse_after=1, int8=True, num_keyframes=2,
+                                                         keyframe_every=3), {}),
 }
 
 
@@ -94,7 +98,7 @@ def _run(tracker: StreamingTracker, frames: list[np.ndarray]) -> list[TrackerSta
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_step_batch_on_fake_cuda(name):
     policy, options = VARIANTS[name]
-    fc = FakeCuda(allow=[SELECTIVE])
+    fc = FakeCuda(allow=[SELECTIVE, RETRIEVE])
     torch.manual_seed(0)
     model = fc.module(load_model("synthetic-tiny"))
     frames = [_frames(T, 0), _frames(T, 1)]
@@ -111,7 +115,11 @@ def test_step_batch_on_fake_cuda(name):
     # Selective storing: one .tolist() per step (one sync on a GPU), one value per object row of the step:
     # 2 + 1 objects on frames 0-3, 2 + 2 from frame 4 on.
     expected = 4 * 3 + (T - 4) * 4 if name == "selective" else 0
-    assert [(s.kind, s.site) for s in fc.syncs] == [("read", SELECTIVE.site)] * expected, fc.syncs
+    reads = [(s.kind, s.site) for s in fc.syncs if s.site != RETRIEVE.site]
+    assert reads == [("read", SELECTIVE.site)] * expected, fc.syncs
+    # Retrieval: one .tolist() per step once a pool holds a frame, a value per candidate (<= 3 per object).
+    retrieved = [s for s in fc.syncs if s.site == RETRIEVE.site]
+    assert (0 < len(retrieved) <= (T - 2) * 4 * 3) if name == "retrieval" else not retrieved, retrieved
     assert fc.copies and all(c.is_async for c in fc.copies), [c for c in fc.copies if not c.is_async]
 
 
