@@ -1,16 +1,21 @@
-"""jobs.train's reports: validation J&F of the real tracker on val-split videos, and the curves PNG."""
+"""jobs.train's reports: validation J&F of the real tracker on val-split videos, and the curves PNG.
+
+tracker_jf is also the scoring loop of benchmarks (ablations, memory_policies): one home for "J&F of the real
+tracker on synthetic videos"."""
 
 from __future__ import annotations
 
 import json
 import math
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from model import Prompt, StreamingTracker
+from model import MemoryPolicy, Prompt, StreamingTracker
 from model.metrics import davis_summary, frame_scores, object_score, reappearance_frames
-from model.synthetic import SyntheticConfig, render_video, split_seed
+from model.synthetic import SyntheticConfig, reappearances, render_video, split_seed
 from workers.synthetic_corpus import first_frame_prompts
 
 
@@ -28,53 +33,108 @@ def evaluate_jf(model, args, device) -> dict:
                       args.val_prompt)
 
 
-def tracker_jf(model, split: str, videos: int, cfg: SyntheticConfig, prompt: str, first: int = 0) -> dict:
-    """DAVIS J&F (the prompted frame left out) of the real StreamingTracker on videos first..first+videos-1 of
-    `split` rendered with `cfg`, each object prompted (`prompt`: mask, box or points) on its first frame of
-    min_prompt_area pixels; plus "reappear_J&F": the same over the 5 frames after each return from >= 5
-    hidden frames (model.metrics.reappearance_frames), as jobs.evaluate scores it."""
-    tracker = StreamingTracker(model)  # puts the model in eval mode; a trainer restores train mode
-    vids, js, fs, rvids, rjs, rfs = [], [], [], [], [], []
+def tracker_jf(model, split: str, videos: int, cfg: SyntheticConfig, prompt: str, first: int = 0,
+               policy: MemoryPolicy | None = None, min_hidden: int = 5) -> dict:
+    """DAVIS J&F (the prompted frame left out) of the real StreamingTracker (memory `policy`, default the
+    reference's) on videos first..first+videos-1 of `split` rendered with `cfg`, each object prompted (`prompt`:
+    mask, box or points) on its first frame of min_prompt_area pixels; plus "reappear_J&F": the same over the 5
+    frames after each return from >= `min_hidden` hidden frames (model.metrics.reappearance_frames), as
+    jobs.evaluate scores it, and the tracking loop's cost (JFTally.summary)."""
+    tracker = StreamingTracker(model, policy)  # puts the model in eval mode; a trainer restores train mode
+    tally = JFTally(min_hidden)
     for i in range(first, first + videos):
-        video = render_video(split_seed(split, i), cfg)
-        kind = "points" if prompt == "mask" else prompt  # the mask itself comes from the truth
-        prompts = first_frame_prompts(video, kind, min_area=max(4, cfg.height * cfg.width // 1024))
-        per_frame = _track(tracker, video, prompts, prompt)
-        ids = [int(o) for o in video.object_ids]
-        for oid, (frames, j, f) in per_frame.items():
-            s = object_score(j, f)
-            vids.append(f"{split}-{i}")
-            js.append(s.J)
-            fs.append(s.F)
-            back = set(reappearance_frames(video.visible[:, ids.index(oid)]))
-            keep = [k for k, t in enumerate(frames) if t in back]
-            if keep:
-                r = object_score([j[k] for k in keep], [f[k] for k in keep])
-                rvids.append(f"{split}-{i}")
-                rjs.append(r.J)
-                rfs.append(r.F)
-    out = davis_summary(vids, js, fs)
-    out["reappear_J&F"] = davis_summary(rvids, rjs, rfs)["JF"] if rvids else float("nan")
-    out["reappear_objects"] = len(rvids)
-    return out
+        score_video(tracker, render_video(split_seed(split, i), cfg), f"{split}-{i}", prompt, tally)
+    return tally.summary()
 
 
-def _track(tracker, video, prompts: list[dict], kind: str) -> dict[int, tuple[list[int], list, list]]:
-    """{object: (frames scored, J per frame, F per frame)} of one video tracked from `prompts`."""
+@dataclass
+class JFTally:
+    """Per-object scores of the videos tracked so far (for davis_summary), and what tracking them cost."""
+
+    min_hidden: int = 5  # a reappearance is a return after at least this many hidden frames
+    vids: list[str] = field(default_factory=list)  # per object: its video's name, J and F means
+    js: list[float] = field(default_factory=list)
+    fs: list[float] = field(default_factory=list)
+    rvids: list[str] = field(default_factory=list)  # the same over reappearance frames (objects with some)
+    rjs: list[float] = field(default_factory=list)
+    rfs: list[float] = field(default_factory=list)
+    reappearances: int = 0  # returns scored (after the object's prompt)
+    frames: int = 0  # frames stepped, over all videos
+    seconds: float = 0.0  # wall time of the tracker's steps and mask reads (no rendering, no scoring)
+    state_bytes: float = 0.0  # the largest TrackerState.nbytes per object at the end of a video
+    resident_bytes: float | None = None  # the same of `resident_nbytes` (with derived caches), where states have it
+
+    def summary(self) -> dict:
+        out = davis_summary(self.vids, self.js, self.fs)
+        out["reappear_J&F"] = davis_summary(self.rvids, self.rjs, self.rfs)["JF"] if self.rvids else float("nan")
+        out["reappear_objects"] = len(self.rvids)
+        out["reappearances"] = self.reappearances
+        out["frames_tracked"] = self.frames
+        out["frames_per_s"] = self.frames / self.seconds if self.seconds else float("nan")
+        out["state_bytes_per_object"] = self.state_bytes
+        out["resident_bytes_per_object"] = self.resident_bytes
+        return out
+
+
+def score_video(tracker, video, name: str, prompt: str, tally: JFTally) -> None:
+    """Track one video from first-frame prompts of kind `prompt` and add its objects' scores to `tally`."""
+    kind = "points" if prompt == "mask" else prompt  # the mask itself comes from the truth
+    H, W = video.frames.shape[1:3]
+    prompts = first_frame_prompts(video, kind, min_area=max(4, H * W // 1024))
+    per_frame, state = _track(tracker, video, prompts, prompt, tally)
+    _sample_state(state, tally)
+    ids = [int(o) for o in video.object_ids]
+    for oid, (frames, j, f) in per_frame.items():
+        s = object_score(j, f)
+        tally.vids.append(name)
+        tally.js.append(s.J)
+        tally.fs.append(s.F)
+        visible = video.visible[:, ids.index(oid)]
+        scored = set(frames)
+        tally.reappearances += sum(t in scored for t in reappearances(visible, tally.min_hidden))
+        back = set(reappearance_frames(visible, tally.min_hidden))
+        keep = [k for k, t in enumerate(frames) if t in back]
+        if keep:
+            r = object_score([j[k] for k in keep], [f[k] for k in keep])
+            tally.rvids.append(name)
+            tally.rjs.append(r.J)
+            tally.rfs.append(r.F)
+
+
+def _sample_state(state, tally: JFTally) -> None:
+    """The state's bytes per object at the end of a video, kept when the largest so far."""
+    count = max(len(state.objects), 1)
+    tally.state_bytes = max(tally.state_bytes, state.nbytes / count)
+    resident = getattr(state, "resident_nbytes", None)  # the derived caches too, where TrackerState counts them
+    if resident is not None:
+        resident = resident() if callable(resident) else resident
+        tally.resident_bytes = max(tally.resident_bytes or 0.0, resident / count)
+
+
+def _track(tracker, video, prompts: list[dict], kind: str, tally: JFTally | None = None):
+    """({object: (frames scored, J per frame, F per frame)}, the final TrackerState) of one video tracked from
+    `prompts`; the steps' frames and seconds are added to `tally`."""
     H, W = video.frames.shape[1:3]
     state = tracker.new_stream(H, W)
     ids = [int(o) for o in video.object_ids]
     scores = {p["object_id"]: ([], [], []) for p in prompts}
+    starts: dict[int, int] = {}
+    for p in prompts:
+        starts.setdefault(p["object_id"], p["frame_index"])  # DAVIS leaves each object's prompted frame out
     for t in range(video.frames.shape[0]):
         now = [_val_prompt(p, video, t, ids, kind) for p in prompts if p["frame_index"] == t]
+        tick = time.perf_counter()
         res = tracker.step(state, video.frames[t], now)
-        for oid in res.object_ids:
-            if t > next(p["frame_index"] for p in prompts if p["object_id"] == oid):  # DAVIS skips the prompt
-                j, f = frame_scores(res[oid].mask.cpu().numpy(), video.masks[t, ids.index(oid)])
-                scores[oid][0].append(t)
-                scores[oid][1].append(j)
-                scores[oid][2].append(f)
-    return scores
+        masks = {oid: res[oid].mask.cpu().numpy() for oid in res.object_ids if t > starts[oid]}
+        if tally is not None:
+            tally.seconds += time.perf_counter() - tick
+            tally.frames += 1
+        for oid, mask in masks.items():
+            j, f = frame_scores(mask, video.masks[t, ids.index(oid)])
+            scores[oid][0].append(t)
+            scores[oid][1].append(j)
+            scores[oid][2].append(f)
+    return scores, state
 
 
 def _panel(draw: ImageDraw.ImageDraw, box, xs, ys, title: str, color) -> None:

@@ -14,10 +14,11 @@ import pytest
 from cluster.manifest import read_manifest
 from workers.masklets import MASKLET_SCHEMA, decode_rle
 from workers.output import read_masklets
-from model.synthetic import (FLAT_COLORS, HELD_OUT, IN_FAMILY, OCCLUDER, REGISTRY, SPLITS, FamilyRegistry, FamilySet,
-                             SyntheticConfig, SyntheticError, interior_point, reappearances, render_video, seed_range,
-                             split_of_seed, split_seed)
+from model.synthetic import (FLAT_COLORS, HELD_OUT, IN_FAMILY, OCCLUDER, REGISTRY, SPLITS, STRESS_SPLIT, FamilyRegistry,
+                             FamilySet, SyntheticConfig, SyntheticError, interior_point, reappearances,
+                             render_stress_video, render_video, seed_range, split_of_seed, split_seed, stress_config)
 from model.synthetic.shapes import SHAPE_FAMILIES, Sprite, draw_sprite, make_shape, make_wobble, sprite_extent
+from model.training import clips as training_clips
 from model.training.clips import ClipSpec, step_clips
 from workers.synthetic_corpus import first_frame_prompts, write_corpus
 from workers.video_source import probe_video
@@ -323,3 +324,75 @@ def test_every_shape_stays_within_its_extent_bound(family):
         assert area == ys.size > 0
         reach = np.hypot(xs + 0.5 - cx, ys + 0.5 - cy).max()
         assert reach <= float(sprite_extent(np.float64(sx), np.float64(sy), amps)) - 1.0, family
+
+
+# ---------------------------------------------------------------------------------------------- stress split
+
+STRESS_SIZE = 64  # px: small frames, full length (the set's point is 600 frames)
+
+
+@pytest.fixture(scope="module")
+def stress():
+    return [render_stress_video(i, STRESS_SIZE) for i in range(3)]
+
+
+def test_the_stress_split_owns_seeds_of_its_own_and_draws_in_family():
+    assert SPLITS.index(STRESS_SPLIT) == 4 and SPLITS[:4] == ("train", "val", "test", "heldout")  # none moved
+    ours = seed_range(STRESS_SPLIT)
+    assert all(ours.stop <= seed_range(s).start or seed_range(s).stop <= ours.start for s in SPLITS[:4])
+    assert split_of_seed(split_seed(STRESS_SPLIT, 3)) == STRESS_SPLIT
+    assert REGISTRY.for_split(STRESS_SPLIT) is IN_FAMILY  # memory is under test, not appearance
+
+
+def test_stress_videos_render_deterministically(stress):
+    again = render_stress_video(1, STRESS_SIZE)
+    assert again.seed == split_seed(STRESS_SPLIT, 1) and again.events == stress[1].events
+    assert np.array_equal(again.frames, stress[1].frames) and np.array_equal(again.masks, stress[1].masks)
+    assert np.array_equal(again.clutter_areas, stress[1].clutter_areas) and again.clutter_of == stress[1].clutter_of
+    assert not np.array_equal(stress[0].frames[:8], stress[1].frames[:8])
+
+
+def test_stress_videos_hide_objects_for_long_while_a_look_alike_is_in_view(stress):
+    windows = seen = 0
+    for v in stress:
+        assert v.frames.shape[0] >= 600 and v.families <= IN_FAMILY.labels()
+        hides = [e for e in v.events if e.kind != "cross"]
+        assert all(30 <= e.end - e.start + 1 <= 300 for e in hides) and max(e.end - e.start + 1 for e in hides) > 30
+        ids, doubles = list(v.object_ids), v.lookalike_visible()
+        for e in hides:  # full occlusions, exact in the truth
+            j = ids.index(e.object_id)
+            assert not v.visible[e.start:e.end + 1, j].any(), e
+            windows += 1
+            seen += bool(doubles[e.start:e.end + 1, j].any())
+        assert v.reappearances(min_hidden=31)  # an object comes back after more than 30 hidden frames
+        assert (~v.visible & doubles).any()  # a look-alike shows while an object is hidden
+    assert seen >= 0.8 * windows, (seen, windows)
+
+
+def test_look_alike_areas_are_the_clutters_visible_pixels():
+    """In flat colours a look-alike is painted in the background's colour: its counted pixels are background in
+    the truth, and the options that the stress set adds change no default video."""
+    cfg = stress_config(64, 40)
+    v = render_video(split_seed(STRESS_SPLIT, 2), dataclasses.replace(cfg, flat_colors=True))
+    assert v.clutter_areas.shape == (40, len(v.clutter_of)) and len(v.clutter_of) >= len(v.object_ids)
+    assert set(v.clutter_of) <= set(v.object_ids.tolist()) and v.clutter_areas.sum() > 0
+    assert (v.clutter_areas.sum(axis=1) <= (v.labels == 0).sum(axis=(1, 2))).all()
+    plain = SyntheticConfig(height=64, width=64, num_frames=12)
+    for seed in (3, split_seed("test", 4)):
+        a = render_video(seed, plain)
+        b = render_video(seed, dataclasses.replace(plain, event_gap=None, clutter_per_object=0))
+        assert np.array_equal(a.frames, b.frames) and a.events == b.events
+
+
+def test_training_never_draws_a_stress_seed(monkeypatch):
+    seeds = []
+
+    def recording(seed, config=None):
+        seeds.append(seed)
+        return render_video(seed, config)
+
+    monkeypatch.setattr(training_clips, "render_video", recording)
+    spec = ClipSpec(seed=1, rank=0, batch=6, size=64, drop_prob=0.2, static_prob=0.0, max_objects=2,
+                    image_share=0.0, prompt_mix={"mask": 1.0})
+    step_clips(spec, 0, 4)
+    assert seeds and {split_of_seed(s) for s in seeds} == {"train"}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ..errors import SamstreamError
 
 MAX_OBJECTS = 4  # owner codes 1..4 in the label map; the issue asks for 1-4 objects
+MAX_CLUTTER = 200  # untracked look-alikes per video at most: each needs an owner code of its own while drawn
 
 
 class SyntheticError(SamstreamError, ValueError):
@@ -51,6 +52,13 @@ class SyntheticConfig:
     # names given, the others all of the seed's split's families. Naming a family of the other family set (a
     # held-out family for a train/val/test seed, or the reverse) fails in render_video: splits stay disjoint.
     families: tuple[str, ...] = ()
+    # --- added with the stress split (model.synthetic.stress); the defaults draw exactly what they drew before
+    # The most frames between one scripted window's return (plus its lead and 4 frames) and the next window's
+    # lead; None: a window starts anywhere in the frames left (few long windows fit in a video then).
+    event_gap: int | None = None
+    # Untracked look-alikes drawn for EACH tracked object on top of the 0..max_clutter random ones: its shape
+    # family and texture, always on screen (behind everything), so a double is in view while it is hidden.
+    clutter_per_object: int = 0
 
     def __post_init__(self) -> None:
         for name in ("height", "width"):
@@ -70,6 +78,13 @@ class SyntheticConfig:
         _check(0 <= self.gain_drift < 1, "gain_drift must be in [0, 1)", self.gain_drift)
         _check(isinstance(self.fps, int) and self.fps > 0, "fps must be an int > 0", self.fps)
         _check(self.min_prompt_area >= 1, "min_prompt_area must be >= 1", self.min_prompt_area)
+        _check(self.event_gap is None or (isinstance(self.event_gap, int) and self.event_gap >= 0),
+               "event_gap must be None or an int >= 0", self.event_gap)
+        _check(isinstance(self.clutter_per_object, int) and self.clutter_per_object >= 0,
+               "clutter_per_object must be an int >= 0", self.clutter_per_object)
+        _check(self.max_clutter + MAX_OBJECTS * self.clutter_per_object <= MAX_CLUTTER,
+               f"max_clutter + {MAX_OBJECTS} x clutter_per_object must be <= {MAX_CLUTTER}",
+               (self.max_clutter, self.clutter_per_object))
         _check(isinstance(self.families, tuple), "families must be a tuple of 'kind:name' strings", self.families)
         from .families import parse_families  # here, not at the top: families imports this module
 

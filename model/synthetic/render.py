@@ -16,11 +16,12 @@ The families a video draws from are its seed's split's (model.synthetic.families
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .backgrounds import make_background
+from .config import MAX_CLUTTER
 from .effects import Optics, apply_optics, plan_optics
 from .families import REGISTRY, FamilySet
 from .scene import Event, Scene, SyntheticConfig, SyntheticError, Track, plan_scene
@@ -32,6 +33,7 @@ OCCLUDER = 255  # label of foreground occluder pixels; 0 is the background, 1..4
 FLAT_COLORS = {0: (0, 0, 0), 1: (255, 0, 0), 2: (0, 255, 0), 3: (0, 0, 255), 4: (255, 255, 0),
                OCCLUDER: (255, 255, 255)}  # flat_colors mode: owner -> RGB
 MAX_ATTEMPTS = 8  # layouts tried per seed before giving up on one where every object can be prompted
+_CLUTTER = OCCLUDER - 1 - MAX_CLUTTER  # owner code of look-alike c while a frame is painted: _CLUTTER + c
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,6 +51,9 @@ class SyntheticVideo:
     # "kind:name" of every family drawn: shapes, motions and textures of the objects, clutter and occluders
     # (bars: their textures), the background and its textures (in flat_colors: what the textured render draws)
     families: frozenset[str] = frozenset()
+    # (T, C) int64: visible pixels of each untracked look-alike (clutter: owned by the background in `labels`)
+    clutter_areas: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    clutter_of: tuple[int, ...] = ()  # (C,) the tracked object each look-alike copies (shape family, texture)
 
     def families_of(self, kind: str) -> tuple[str, ...]:
         """The names of the families of `kind` ("shape", "texture", "background", "motion") it used, sorted."""
@@ -63,6 +68,12 @@ class SyntheticVideo:
     def visible(self) -> np.ndarray:
         """(T, O) bool: any pixel visible (the masklet table's `visible`, area > 0)."""
         return self.masks.any(axis=(2, 3))
+
+    def lookalike_visible(self) -> np.ndarray:
+        """(T, O) bool: some untracked look-alike of each object shows a pixel on the frame."""
+        of = np.asarray(self.clutter_of, np.int64)
+        shown = self.clutter_areas > 0
+        return np.stack([shown[:, of == oid].any(axis=1) for oid in self.object_ids], axis=1)
 
     def reappearances(self, min_hidden: int = 5) -> list[tuple[int, int]]:
         """(object_id, frame) of every return after at least `min_hidden` frames without a visible pixel."""
@@ -163,20 +174,31 @@ def _paint(img: np.ndarray, owner: np.ndarray, code: int, track: Track, sprite: 
     return draw_sprite(img, owner, code, sprite, cx, cy, track.angle[t], track.sx[t], track.sy[t], track.amps[t])
 
 
-def _render_frame(img: np.ndarray, owner: np.ndarray, scene: Scene, looks: _Looks, t: int) -> np.ndarray:
-    """Paint frame t into img / owner; returns each object's silhouette area before occlusion."""
+def _render_frame(img: np.ndarray, owner: np.ndarray, scene: Scene, looks: _Looks, t: int,
+                  clutter: np.ndarray) -> np.ndarray:
+    """Paint frame t into img / owner and each look-alike's visible pixels into `clutter` (C,); returns each
+    object's silhouette area before occlusion."""
     height, width = owner.shape
     camera = scene.camera[t]
     ox, oy = np.rint(camera).astype(np.int64) + looks.pad  # whole-pixel background shift, sub-pixel sprites
     img[:] = looks.background[oy:oy + height, ox:ox + width]
-    for track, sprite in zip(scene.clutter, looks.clutter):  # owned by the background: they are not tracked
-        _paint(img, owner, 0, track, sprite, t, camera)
+    for c, (track, sprite) in enumerate(zip(scene.clutter, looks.clutter)):  # a code of its own until counted
+        _paint(img, owner, _CLUTTER + c, track, sprite, t, camera)
     full = [_paint(img, owner, tr.object_id, tr, sp, t, camera) for tr, sp in zip(scene.objects, looks.objects)]
     for track, sprite in zip(scene.blobs, looks.blobs):
         _paint(img, owner, OCCLUDER, track, sprite, t, camera)
     for strip, (texture, px) in zip(scene.strips, looks.strips):
         draw_strip(img, owner, OCCLUDER, strip, texture, px, camera[0], camera[1])
+    _count_clutter(owner, clutter)
     return np.asarray(full, np.int64)
+
+
+def _count_clutter(owner: np.ndarray, clutter: np.ndarray) -> None:
+    """Count each look-alike's pixels left visible, then give them to the background (0): untracked."""
+    if clutter.size:
+        hits = (owner >= _CLUTTER) & (owner < _CLUTTER + clutter.size)
+        clutter[:] = np.bincount(owner[hits] - _CLUTTER, minlength=clutter.size)
+        owner[hits] = 0
 
 
 def _render(seed: int, cfg: SyntheticConfig, scene: Scene, looks: _Looks, rng: np.random.Generator) -> SyntheticVideo:
@@ -184,13 +206,15 @@ def _render(seed: int, cfg: SyntheticConfig, scene: Scene, looks: _Looks, rng: n
     frames = np.empty((T, H, W, 3), np.uint8)
     labels = np.zeros((T, H, W), np.uint8)
     full = np.zeros((T, len(scene.objects)), np.int64)
+    clutter = np.zeros((T, len(scene.clutter)), np.int64)
     for t in range(T):
-        full[t] = _render_frame(frames[t], labels[t], scene, looks, t)
+        full[t] = _render_frame(frames[t], labels[t], scene, looks, t, clutter[t])
     if not cfg.flat_colors:
         apply_optics(frames, looks.optics, cfg.noise_std, rng)
     ids = np.array([tr.object_id for tr in scene.objects], np.int32)
     masks = labels[:, None] == ids.astype(np.uint8)[None, :, None, None]
-    return SyntheticVideo(seed, cfg, frames, labels, masks, ids, full, scene.events, looks.families)
+    return SyntheticVideo(seed, cfg, frames, labels, masks, ids, full, scene.events, looks.families, clutter,
+                          tuple(tr.twin for tr in scene.clutter))
 
 
 def render_video(seed: int, config: SyntheticConfig | None = None) -> SyntheticVideo:

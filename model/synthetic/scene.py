@@ -16,7 +16,8 @@ is what makes the scripted events exact rather than likely, whatever the motion 
   overlap there (a partial or full occlusion by another tracked object).
 
 Each object may have several non-overlapping hidden windows of `hidden_frames` frames, entered and left through
-"lead" keyframes a few frames before and after, so the object is seen leaving and coming back.
+"lead" keyframes a few frames before and after, so the object is seen leaving and coming back (`event_gap`
+packs the windows, so that several long ones fit in one video).
 """
 
 from __future__ import annotations
@@ -128,7 +129,10 @@ def _windows(rng: np.random.Generator, cfg: SyntheticConfig) -> list[tuple[int, 
             break
         top = min(hi, room)  # log-uniform: long disappearances happen, short ones stay common
         hidden = int(np.clip(np.floor(np.exp(rng.uniform(np.log(lo), np.log(top + 1)))), lo, top))
-        t0 = int(rng.integers(cursor + lead, last_return - lead - hidden + 2))
+        latest = last_return - lead - hidden + 1
+        if cfg.event_gap is not None:  # packed: several long windows fit in one video
+            latest = min(latest, cursor + lead + cfg.event_gap)
+        t0 = int(rng.integers(cursor + lead, latest + 1))
         windows.append((t0, t0 + hidden - 1, lead))
         cursor = t0 + hidden - 1 + lead + 4
     return windows
@@ -372,12 +376,19 @@ def _clutter(rng: np.random.Generator, cfg: SyntheticConfig, fams: FamilySet, ca
              objects: list[Track]) -> tuple[Track, ...]:
     """Untracked look-alikes: each a tracked object's shape family and (in render) texture, at a similar size,
     moving on its own. They are drawn behind every tracked object, so they never change the truth."""
-    size, out = _size(cfg), []
-    for _ in range(int(rng.integers(0, cfg.max_clutter + 1))):
-        model = objects[int(rng.integers(len(objects)))]
-        shape, motion = make_shape(rng, model.shape.kind), _pick(rng, fams.motion)
-        radius = float(model.radius * np.exp(rng.uniform(-0.4, 0.4)))
-        keys = motion_keys(rng, motion, cfg.num_frames, size, camera, rng.uniform(0.1, 0.9, 2) * size)
-        out.append(_track(0, shape, make_wobble(rng), radius, keys, _pose(rng, cfg.num_frames, radius),
-                          cfg.num_frames, motion, model.object_id))
+    out = [_double(rng, cfg, fams, camera, objects[int(rng.integers(len(objects)))])
+           for _ in range(int(rng.integers(0, cfg.max_clutter + 1)))]
+    # After the random ones, so that clutter_per_object=0 draws exactly what it always drew.
+    out += [_double(rng, cfg, fams, camera, model) for model in objects for _ in range(cfg.clutter_per_object)]
     return tuple(out)
+
+
+def _double(rng: np.random.Generator, cfg: SyntheticConfig, fams: FamilySet, camera: np.ndarray,
+            model: Track) -> Track:
+    """One untracked look-alike of `model`; its free path keeps its centre on screen (motion's margins)."""
+    shape, motion = make_shape(rng, model.shape.kind), _pick(rng, fams.motion)
+    radius = float(model.radius * np.exp(rng.uniform(-0.4, 0.4)))
+    size = _size(cfg)
+    keys = motion_keys(rng, motion, cfg.num_frames, size, camera, rng.uniform(0.1, 0.9, 2) * size)
+    return _track(0, shape, make_wobble(rng), radius, keys, _pose(rng, cfg.num_frames, radius), cfg.num_frames,
+                  motion, model.object_id)

@@ -1,8 +1,9 @@
 """Seed ranges of the synthetic splits: no two splits share a seed.
 
 Split k of SPLITS owns the seeds [k * SPLIT_STRIDE, (k + 1) * SPLIT_STRIDE). "train", "val" and "test" draw
-from the in-family families, "heldout" (index 3, added last so the other ranges did not move) from the
-held-out ones (model.synthetic.families): a seed's split decides its families.
+from the in-family families, "heldout" (index 3, added after them so the other ranges did not move) from the
+held-out ones (model.synthetic.families): a seed's split decides its families. "stress" (index 4, added last)
+draws in-family too: long occlusions with look-alikes in view (model.synthetic.stress), never trained on.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import numpy as np
 
 from .config import SyntheticError
 
-SPLITS = ("train", "val", "test", "heldout")
+SPLITS = ("train", "val", "test", "heldout", "stress")
 SPLIT_STRIDE = 2**32  # seeds per split; split k owns [k * SPLIT_STRIDE, (k + 1) * SPLIT_STRIDE)
 
 
