@@ -68,8 +68,8 @@ def score_frame(model, video, t: int) -> dict:
     H, W = video.frames.shape[1:3]
     feats = model.encode_frames(model.preprocess(torch.from_numpy(video.frames[t]))[None])
     feat = model.without_memory(feats.feat)
-    rows = []
-    for oid, mask in frame_objects(video, t):
+    rows, objects = [], frame_objects(video, t)
+    for oid, mask in objects:
         box_mask, box_iou = prompted(model, feat, feats.high_res, Prompt(oid, box=box_of(mask)), H, W)
         x, y = interior_point(mask)
         click_mask, click_iou = prompted(model, feat, feats.high_res,
@@ -78,7 +78,7 @@ def score_frame(model, video, t: int) -> dict:
                      "click_J": jaccard(click_mask, mask), "click_pred": click_iou})
     proposals = generate_masks(model, feats.feat, feats.high_res, AutoMaskConfig())
     auto = to_video_size(proposals.low_res, H, W)  # (K, H, W)
-    truth = [m for _, m in frame_objects(video, t)]
+    truth = [m for _, m in objects]
     ious = np.array([[jaccard(p, m) for p in auto] for m in truth]).reshape(len(truth), len(auto))
     return {"objects": rows, "found": int((ious.max(1, initial=0) >= 0.5).sum()), "true": len(truth),
             "proposals": len(auto), "proposals_matched": int((ious.max(0, initial=0) >= 0.5).sum())}
