@@ -200,9 +200,10 @@ def test_snapshots_stay_bounded_on_a_long_stream(tmp_path, ray_cluster):
 
 
 def _interrupt(manifest, out: Path, address: str, sig: int) -> subprocess.CompletedProcess:
-    # Chunks of 2 frames (21 in all): the signal lands while many are left, also on a fast machine (with
-    # chunks of 6 the whole run once finished between the second part and the signal).
-    proc = job(manifest, out, address, "--chunk-frames", "2", "--actors", "1", wait=False)
+    # Chunks of 1 frame (42 in all): the signal lands while many are left, also on a fast or busy machine (with
+    # chunks of 6, and once under load with chunks of 2, the whole run finished between the second part and the
+    # signal).
+    proc = job(manifest, out, address, "--chunk-frames", "1", "--actors", "1", wait=False)
     wait_for_parts(out, len(list(out.glob("masklets/*/part-*.parquet"))) + 2)
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
@@ -218,7 +219,7 @@ def test_sigint_and_sigterm_stop_cleanly_and_a_rerun_completes_identically(tmp_p
         assert stopped.returncode == code, stopped.stderr[-3000:]
         assert len(lines) == 1 and "run the same command again to resume" in lines[0], stopped.stderr
         assert not (out / "_SUCCESS").exists()
-    again = job(manifest, out, ray_cluster["address"], "--chunk-frames", "2", "--actors", "1")
+    again = job(manifest, out, ray_cluster["address"], "--chunk-frames", "1", "--actors", "1")
     assert again.returncode == 0, again.stderr[-3000:]
     assert_complete(out, calm)  # chunk size does not change the rows (test_segment_job)
 
