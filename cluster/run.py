@@ -239,10 +239,12 @@ def _raise_terminated(signum, frame):
 
 
 def _trap_sigterm() -> None:
-    """SIGTERM -> _Terminated in the main thread. Called again once Ray is connected: ray.init installs a
-    handler of its own that aborts the process."""
+    """SIGTERM -> _Terminated in the main thread, SIGINT -> KeyboardInterrupt. Called again once Ray is
+    connected: ray.init installs a handler of its own that aborts the process. SIGINT is set explicitly because
+    Python leaves it ignored where the process inherited it ignored (a job started with `&` from a script)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @contextmanager
@@ -250,7 +252,7 @@ def _interrupts_reported(streams: list[StreamProgress], url: str):
     """SIGINT / SIGTERM during the computation -> RunInterrupted with what is written. Signal handlers can
     only be set from the main thread; elsewhere (a run inside a test's thread) SIGTERM keeps its default."""
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGTERM)
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     _trap_sigterm()
     try:
         yield
@@ -259,8 +261,9 @@ def _interrupts_reported(streams: list[StreamProgress], url: str):
         done = sum(s.skipped + s.computed for s in streams)
         raise RunInterrupted(name, done, sum(len(s.plan.chunks) for s in streams), url) from None
     finally:
-        if main and previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in zip((signal.SIGTERM, signal.SIGINT), previous):
+            if main and handler is not None:
+                signal.signal(sig, handler)
 
 
 def _video_rows(entries, streams: list[StreamProgress], errors: dict, notes: dict,
