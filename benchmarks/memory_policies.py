@@ -23,8 +23,6 @@ import json
 import math
 import sys
 import time
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,68 +30,13 @@ import torch
 
 from jobs.train_report import JFTally, score_video
 from model import MemoryPolicy, StreamingTracker, load_model, resolve_checkpoint
-from model.errors import SamstreamError
+from model.memory_policy_spec import PolicySpecError, parse_policy_spec
 from model.synthetic import STRESS_SPLIT, render_stress_video
 
 PRESET = "synthetic-tiny"
 TABLES = {  # --table NAME: rows (named by their spec) in the order printed
     "recent": ("num_recent=4", "default", "num_recent=8", "num_recent=12", "num_recent=16", "num_recent=32"),
 }
-
-
-class PolicySpecError(SamstreamError, ValueError):
-    """A memory policy spec (or --row) that does not parse; `value` holds the offending part."""
-
-    def __init__(self, message: str, value=None):
-        self.value = value
-        super().__init__(message)
-
-
-# ---------------------------------------------------------------------------------------------- specs
-
-def parse_policy_spec(spec: str) -> MemoryPolicy:
-    """'num_recent=8,store_threshold=0.5' -> MemoryPolicy(num_recent=8, store_threshold=0.5); 'default' or ''
-    -> MemoryPolicy(). Fields and their types come from the dataclass itself."""
-    text = spec.strip()
-    if text in ("", "default"):
-        return MemoryPolicy()
-    hints = typing.get_type_hints(MemoryPolicy)
-    known = [f.name for f in dataclasses.fields(MemoryPolicy)]
-    values = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, eq, value = (s.strip() for s in item.partition("="))
-        if not eq or not name:
-            raise PolicySpecError(f"memory policy specs are FIELD=VALUE pairs, got {item!r} in {spec!r}", item)
-        if name not in known:
-            raise PolicySpecError(f"unknown MemoryPolicy field {name!r} in {spec!r}; known: {', '.join(known)}", name)
-        values[name] = _field_value(name, value, hints[name])
-    try:
-        return MemoryPolicy(**values)
-    except (TypeError, ValueError) as e:  # the policy's own checks (ranges, combinations)
-        raise PolicySpecError(f"bad memory policy {spec!r}: {e}", spec) from e
-
-
-def _field_value(name: str, text: str, hint):
-    """`text` as a value of the type `hint` (int, float, bool, str, or one of them | None)."""
-    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    if type(None) in options and text.lower() == "none":
-        return None
-    kind = next((t for t in options if t is not type(None)), None)
-    if kind is bool:
-        if text.lower() not in ("true", "false"):
-            raise PolicySpecError(f"{name} is a bool: true or false, got {text!r}", text)
-        return text.lower() == "true"
-    if kind in (int, float, str):
-        try:
-            return kind(text)
-        except ValueError:
-            raise PolicySpecError(f"{name} must be {_described(options)}, got {text!r}", text) from None
-    raise PolicySpecError(f"{name} has a type a spec cannot write ({hint}), got {text!r}", text)
-
-
-def _described(options) -> str:
-    names = [{int: "an int", float: "a number", str: "a string"}.get(t, "none") for t in options]
-    return " or ".join(names)
 
 
 def parse_rows(rows: list[str], tables: list[str]) -> dict[str, MemoryPolicy]:

@@ -1,4 +1,5 @@
-"""The memory policy's command-line options, one spelling for every job that tracks (segment, pseudo_label)."""
+"""The memory policy's command-line options, one spelling for every job that tracks (segment, pseudo_label,
+benchmark)."""
 
 import argparse
 

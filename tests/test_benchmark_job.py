@@ -136,8 +136,49 @@ def test_each_system_at_its_own_dtype_and_memory_of_ours_alone(tmp_path):
     (["--dtype", "fp8"], "'fp8'"),
     (["--reference-dtype", "fp16"], "'fp16'"),
     (["--memory-systems", "samstream,gpu"], "'gpu'"),
+    (["--num-recent", "40"], "40"),
+    (["--retrieval-pool", "8"], "(8, 0)"),
 ])
 def test_bad_arguments_exit_1_naming_the_value(args, named, tmp_path, capsys):
     assert main(args + ["--out", str(tmp_path / "never")]) == 1
     assert named in capsys.readouterr().err
     assert not (tmp_path / "never").exists()  # nothing written before the arguments are checked
+
+
+def _memory_run(tmp_path, name: str, policy: list[str]) -> pd.DataFrame:
+    code = main(["--preset", "sam2.1-tiny", "--image-size", "64", "--frames", "3", "--which", "ours,memory",
+                 "--memory-systems", "samstream", "--memory-lengths", "12", "--repeats", "1", "--profile-frames", "2",
+                 "--out", str(tmp_path / name)] + policy)
+    assert code == 0
+    return pd.read_parquet(tmp_path / name / "results.parquet")
+
+
+def test_a_memory_policy_reaches_ours_in_process_and_in_its_probes(tmp_path):
+    default = _memory_run(tmp_path, "default", [])
+    small = _memory_run(tmp_path, "small", ["--num-recent", "2", "--int8-memory"])
+    assert (default.memory_policy == "default").all()
+    assert (small.memory_policy == "num_recent=2,int8=true").all()
+    assert sorted(small["mode"]) == ["memory", "single"]
+    # The memory row ran in a fresh process: its state bytes show the policy reached it (2 recent frames in
+    # int8 against 6 in bf16; the 15 float32 pointers, which no policy shrinks, are most of the stored bytes
+    # at 64 px), after 12 frames, enough to fill both rings.
+    a, b = (df[df["mode"] == "memory"].iloc[0] for df in (default, small))
+    assert 0 < b.state_kib_per_object < a.state_kib_per_object
+    assert 0 < b.resident_kib_per_object < 0.5 * a.resident_kib_per_object
+    text = (tmp_path / "small" / "results.md").read_text()
+    assert "memory policy of ours: num_recent=2,int8=true" in text
+    assert "ours keeps num_recent=2,int8=true, the reference its own" in text
+    assert f"| {b.state_kib_per_object:.1f} | {b.resident_kib_per_object:.1f} |" in text
+
+
+def test_the_in_process_tracker_keeps_the_policy_asked_for(tmp_path):
+    from jobs.benchmark.bench import Bench
+    from jobs.benchmark.cli import config_from_args, parse_args
+    from model import MemoryPolicy
+
+    cfg = config_from_args(parse_args(["--preset", "sam2.1-tiny", "--image-size", "64", "--retrieval-pool", "4",
+                                       "--retrieval-topk", "1", "--coarse-after", "2", "--out", str(tmp_path)]))
+    bench = Bench(cfg, tmp_path)
+    bench.ref_reason = "not needed here"  # our tracker alone
+    bench.prepare()
+    assert bench.tracker.policy == cfg.policy == MemoryPolicy(retrieval_pool=4, retrieval_topk=1, coarse_after=2)

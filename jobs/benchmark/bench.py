@@ -64,7 +64,8 @@ class Bench:
             state_dict = load_model(cfg.preset, None, cfg.image_size).state_dict()
         self.weights = save_weights(state_dict, self.work / "weights.pt")
         # Compiled (inductor) with --compile; the warm-up runs take the compile time out of frames/s.
-        self.tracker = build_tracker(cfg.preset, self.weights, cfg.image_size, self.device, cfg.dtype, cfg.compile)
+        self.tracker = build_tracker(cfg.preset, self.weights, cfg.image_size, self.device, cfg.dtype, cfg.compile,
+                                     cfg.policy)
         self.compiled = cfg.compile
 
     def _build_reference(self) -> None:

@@ -9,7 +9,9 @@ streams stepped together (aggregate frames/s); job, the segment job (Ray, mp4 de
 snapshots) with each number of --actors, beside our tracker alone in as many processes; memory, peak memory
 of each system against video length, every length in a fresh process. The reference is built from its own
 config with random (seeded) weights, and ours loads the same tensors. Stage times (ms per frame) come from a
-separate, shorter profiled pass; frames/s from the unprofiled repeats (median). ref, ours and batched need
+separate, shorter profiled pass; frames/s from the unprofiled repeats (median). The memory policy flags
+(--num-recent, --int8-memory, ...: jobs.segment's) set what our tracker keeps in every configuration; the
+reference keeps its own, and the memory rows report our state bytes per object. ref, ours and batched need
 neither Ray nor PyAV nor pycocotools: they are imported by the job and memory parts only.
 
 Writes <out>/results.parquet (one row per configuration), <out>/results.md (the table, with speed-ups
@@ -28,9 +30,11 @@ from typing import Callable
 
 import torch
 
-from model import SamstreamError
+from model import MemoryPolicy, SamstreamError
+from model.memory_policy_spec import policy_spec
 from workers.host_allocator import tune_host_allocator
 
+from ..memory_cli import add_memory_args, policy_from_args
 from .bench import Bench
 from .config import SYSTEMS, WHICH, BenchmarkConfig, BenchmarkConfigError
 from .probe import REPO, probe_main
@@ -108,6 +112,7 @@ def parse_args(argv) -> argparse.Namespace:
                                                     "job runs on a multi-node cluster need one every node sees)")
     ap.add_argument("--address", default=None, help="Ray address for the job runs (default: RAY_ADDRESS, else "
                                                     "a local Ray)")
+    add_memory_args(ap, segment=False)
     return ap.parse_args(argv)
 
 
@@ -122,7 +127,7 @@ def config_from_args(a: argparse.Namespace) -> BenchmarkConfig:
     fields = {k: v for k, v in vars(a).items() if k in BenchmarkConfig.names()}
     ref_dtype = dtype if a.reference_dtype == "same" else a.reference_dtype
     return BenchmarkConfig(**(fields | {"device": device, "dtype": dtype, "reference_dtype": ref_dtype,
-                                        "actors": actors}))
+                                        "actors": actors, "policy": policy_from_args(a)}))
 
 
 def _standing_notes(cfg: BenchmarkConfig) -> list[str]:
@@ -131,6 +136,9 @@ def _standing_notes(cfg: BenchmarkConfig) -> list[str]:
     notes = ["hole filling off in both systems (the reference's needs its CUDA extension)",
              "host allocator: every measuring process, both systems alike, keeps freed memory for reuse as the job's "
              "actors do (workers/host_allocator.py)"]
+    if cfg.policy != MemoryPolicy():
+        notes.append(f"memory: ours keeps {policy_spec(cfg.policy)}, the reference its own (prompted frames + 6 "
+                     "recent): speed and memory ratios compare different memories")
     if cfg.reference_compile:
         notes.append("reference: its fastest mode (vos_optimized: SAM2VideoPredictorVOS, components torch.compiled "
                      "with max-autotune); the warm-up takes its compile time out of its frames/s")
@@ -188,7 +196,7 @@ def write_results(cfg: BenchmarkConfig, bench: Bench, command: str) -> None:
     add_ratios(bench.rows)
     info = RunInfo(now(), machine_info(), git_commit(REPO), torch.__version__, cfg.preset, cfg.image_size,
                    cfg.objects, cfg.device, cfg.dtype, cfg.reference_dtype, bench.compiled, cfg.threads, cfg.repeats,
-                   cfg.reference_compile)
+                   cfg.reference_compile, policy_spec(cfg.policy))
     text = markdown(info, bench.rows, command, _standing_notes(cfg) + bench.notes)
     write_parquet(info, bench.rows, out / "results.parquet")
     (out / "results.md").write_text(text)

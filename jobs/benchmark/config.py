@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from model import SamstreamError, get_config
+from model import MemoryPolicy, SamstreamError, get_config
 
 WHICH = ("ref", "ours", "batched", "job", "memory")  # the configurations one run can measure
 SYSTEMS = ("reference", "samstream")  # the systems of the memory rows
@@ -37,6 +37,9 @@ class BenchmarkConfig:
     dtype: str = "fp32"  # our autocast: fp32 (none) or bf16
     reference_dtype: str = "fp32"  # the reference's autocast: fp32 (none) or bf16
     compile: bool = False  # torch.compile our hot step (inductor, static shapes)
+    # What each object's memory bank keeps in ours (in-process, job and memory rows); the reference always
+    # keeps its own (prompted frames + 6 recent), so with another policy the ratios compare different memories.
+    policy: MemoryPolicy = MemoryPolicy()
     reference_compile: bool = False  # the reference in its fastest mode (vos_optimized: torch.compile, max-autotune)
     threads: int = 1  # torch threads of every measuring process and job actor (both systems get the same)
     repeats: int = 3  # timed runs per configuration, alternated (the median is reported)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from model import Prompt
+from model.memory_policy_spec import policy_spec
 
 from .memory import free_bytes
 from .probe import ProbeSpec, run_probes
@@ -23,7 +24,8 @@ def _spec(bench, kind: str, system: str, **kw) -> ProbeSpec:
     c = bench.cfg
     ours = system == "samstream"
     return ProbeSpec(kind, system, c.preset, c.image_size, bench.weights, c.device,
-                     c.dtype if ours else c.reference_dtype, c.threads, c.objects, c.compile and ours, **kw)
+                     c.dtype if ours else c.reference_dtype, c.threads, c.objects, c.compile and ours,
+                     policy_spec(c.policy) if ours else "default", **kw)
 
 
 # ---------------------------------------------------------------------------------------------- job
@@ -90,7 +92,7 @@ def _job_rows(bench, manifest: Path, urls: list[str], actors: int, per_actor: in
     from workers.tasks import ModelSpec
 
     cfg = bench.cfg
-    spec = ModelSpec(cfg.preset, bench.weights, cfg.image_size, fill_hole_area=0, dtype=cfg.dtype,
+    spec = ModelSpec(cfg.preset, bench.weights, cfg.image_size, cfg.policy, fill_hole_area=0, dtype=cfg.dtype,
                      compile=cfg.compile)
     summaries, alone = [], []
     for rep in range(cfg.repeats):  # alternated, as the in-process configurations are
@@ -160,7 +162,9 @@ def bench_memory(bench) -> None:
             fps = res["frames"] / res["seconds"]
             bench.rows.append(Row(system, "memory", res["frames"], frames_per_s=fps, ms_per_frame=1000.0 / fps,
                                   setup_s=res["setup_s"], peak_mem_mb=res["peak_mem_mb"],
-                                  mem_baseline_mb=res["mem_baseline_mb"], memory_kind=res["memory_kind"]))
+                                  mem_baseline_mb=res["mem_baseline_mb"], memory_kind=res["memory_kind"],
+                                  state_kib_per_object=res.get("state_kib_per_object"),
+                                  resident_kib_per_object=res.get("resident_kib_per_object")))
 
 
 def _too_big(bench, n: int) -> str | None:

@@ -12,15 +12,16 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity
 
-from model import Prompt, StreamingTracker, load_model
+from model import MemoryPolicy, Prompt, StreamingTracker, load_model
 
 from .reference import sync
 
 
 def build_tracker(preset: str, weights: str | None, image_size: int, device: torch.device,
-                  dtype: str = "fp32", compile: bool = False) -> StreamingTracker:
-    """Our tracker on `weights` (None: random, seeded by the caller), hole filling off as the reference's."""
-    tracker = StreamingTracker(load_model(preset, weights, image_size, device), fill_hole_area=0,
+                  dtype: str = "fp32", compile: bool = False, policy: MemoryPolicy | None = None) -> StreamingTracker:
+    """Our tracker on `weights` (None: random, seeded by the caller) keeping memory by `policy` (None: the
+    reference's), hole filling off as the reference's."""
+    tracker = StreamingTracker(load_model(preset, weights, image_size, device), policy, fill_hole_area=0,
                                autocast_dtype=torch.bfloat16 if dtype == "bf16" else None)
     if compile:
         tracker.compile()
@@ -34,9 +35,9 @@ def save_weights(state_dict: dict, path: Path) -> str:
 
 
 def run_streams(tracker: StreamingTracker, videos: Sequence[Iterable[np.ndarray]],
-                prompts: Sequence[Prompt]) -> tuple[int, float]:
+                prompts: Sequence[Prompt], states_out: list | None = None) -> tuple[int, float]:
     """(stream-frames, seconds) of stepping len(videos) streams together, frame 0 prompted in each, each
-    frame's masks brought to the host."""
+    frame's masks brought to the host; the streams' final TrackerStates are appended to `states_out`."""
     device = tracker.device
     states, frames = None, 0
     sync(device)
@@ -48,7 +49,10 @@ def run_streams(tracker: StreamingTracker, videos: Sequence[Iterable[np.ndarray]
             result.masks.cpu()
         frames += len(batch)
     sync(device)
-    return frames, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    if states_out is not None:
+        states_out.extend(states or ())
+    return frames, seconds
 
 
 def profile_stages(run: Callable[[], int], labels: dict[str, str], device: torch.device) -> tuple[int, dict]:

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import torch
 
+from model.memory_policy_spec import parse_policy_spec
 from workers.host_allocator import tune_host_allocator
 
 from .measure import build_tracker, run_streams
@@ -41,6 +42,7 @@ class ProbeSpec:
     threads: int
     objects: int
     compile: bool = False  # ours: torch.compile its hot step (as the job's actors do with --compile)
+    policy: str = "default"  # ours: its memory policy as a spec (model.memory_policy_spec)
     frames: int = 0  # memory: the video's length (ours renders it frame by frame, the reference reads `folder`)
     folder: str | None = None
     videos: tuple[str, ...] = ()  # alone: mp4 files, stepped `streams` at a time
@@ -69,19 +71,27 @@ def _probe_memory(spec: ProbeSpec, device: torch.device) -> dict:
         baseline, _ = current_mb(device), reset_peak(device)
         frames, seconds, init = run_reference(predictor, spec.folder, prompts, device, spec.dtype)
     else:
-        tracker = build_tracker(spec.preset, spec.weights, spec.image_size, device, spec.dtype, spec.compile)
+        tracker = build_tracker(spec.preset, spec.weights, spec.image_size, device, spec.dtype, spec.compile,
+                                    parse_policy_spec(spec.policy))
         baseline, _ = current_mb(device), reset_peak(device)
         video = (render_frame(t, spec.image_size, spec.objects) for t in range(spec.frames))
-        frames, seconds = run_streams(tracker, [video], prompts)
+        states = []
+        frames, seconds = run_streams(tracker, [video], prompts, states)
     peak, kind = peak_mb(device)
-    return {"frames": frames, "seconds": seconds, "setup_s": init, "peak_mem_mb": peak,
-            "mem_baseline_mb": baseline, "memory_kind": kind}
+    out = {"frames": frames, "seconds": seconds, "setup_s": init, "peak_mem_mb": peak,
+           "mem_baseline_mb": baseline, "memory_kind": kind}
+    if spec.system == "samstream":  # what the stream's memory holds at the end, per object
+        objects = max(len(states[0].objects), 1)
+        out |= {"state_kib_per_object": states[0].nbytes / objects / 1024,
+                "resident_kib_per_object": states[0].resident_nbytes / objects / 1024}
+    return out
 
 
 def _probe_alone(spec: ProbeSpec, device: torch.device) -> dict:
     from workers.video_source import VideoSource, probe_video
 
-    tracker = build_tracker(spec.preset, spec.weights, spec.image_size, device, spec.dtype, spec.compile)
+    tracker = build_tracker(spec.preset, spec.weights, spec.image_size, device, spec.dtype, spec.compile,
+                                    parse_policy_spec(spec.policy))
     prompts = first_prompts(spec.image_size, spec.objects)
     decoded = []
     for url in spec.videos:  # decoded before the clock starts: the tracker alone

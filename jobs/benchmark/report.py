@@ -37,6 +37,7 @@ class RunInfo:
     threads: int  # torch threads of every measuring process
     repeats: int
     reference_compiled: bool  # the reference in its fastest mode (vos_optimized)
+    memory_policy: str  # ours: its MemoryPolicy as a spec ("default": the reference's; model.memory_policy_spec)
 
 
 @dataclass
@@ -65,6 +66,10 @@ class Row:
     peak_mem_mb: float | None = None
     mem_baseline_mb: float | None = None  # memory rows: right after the model was built
     memory_kind: str | None = None  # rss_peak | cuda_max_allocated
+    # ours, memory rows: TrackerState bytes per object at the end of the video (stored: what a snapshot
+    # carries; resident: with the memory-attention key/value cache), set by the memory policy
+    state_kib_per_object: float | None = None
+    resident_kib_per_object: float | None = None
     speedup_vs_reference: float | None = None  # frames/s over the reference's, same run
     memory_vs_reference: float | None = None  # memory rows: our peak over the reference's at the same length
     note: str | None = None
@@ -148,7 +153,7 @@ def markdown(info: RunInfo, rows: list[Row], command: str, notes: list[str]) -> 
             f"{info.dtype} (reference {info.reference_dtype}), compiled {info.compiled} (reference "
             f"{info.reference_compiled}), {info.threads} torch "
             f"threads per process, median of "
-            f"{info.repeats} repeats", ""]
+            f"{info.repeats} repeats; memory policy of ours: {info.memory_policy}", ""]
     speed = [r for r in rows if r.mode != "memory"]
     lines = head + ["## Speed (ms per frame by stage)", "",
                     "| config | frames | streams | actors | frames/s | vs reference | ms/frame | decode | image enc. "
@@ -186,8 +191,8 @@ def _memory_lines(rows: list[Row]) -> list[str]:
     kind = mem[0].memory_kind or "peak"
     out = ["", f"## Peak memory against video length ({kind}, MB, each in a fresh process)", "",
            "| frames | reference | samstream | samstream / reference | samstream / its shortest | reference frames/s "
-           "| samstream frames/s |",
-           "|---|---|---|---|---|---|---|"]
+           "| samstream frames/s | samstream state KiB/object: stored | resident |",
+           "|---|---|---|---|---|---|---|---|---|"]
     ours_rows = sorted((r for r in mem if r.system == "samstream" and r.peak_mem_mb), key=lambda r: r.frames)
     for n in sorted({r.frames for r in mem}):
         ref = next((r for r in mem if r.frames == n and r.system == "reference"), None)
@@ -196,7 +201,9 @@ def _memory_lines(rows: list[Row]) -> list[str]:
                    f"{_fmt(ours.peak_mem_mb if ours else None, 0)} | "
                    f"{_ratio(ours.memory_vs_reference if ours else None)} | "
                    f"{_ratio(ours.peak_mem_mb / ours_rows[0].peak_mem_mb if ours and ours.peak_mem_mb else None)} | "
-                   f"{_fmt(ref.frames_per_s if ref else None, 2)} | {_fmt(ours.frames_per_s if ours else None, 2)} |")
+                   f"{_fmt(ref.frames_per_s if ref else None, 2)} | {_fmt(ours.frames_per_s if ours else None, 2)} | "
+                   f"{_fmt(ours.state_kib_per_object if ours else None, 1)} | "
+                   f"{_fmt(ours.resident_kib_per_object if ours else None, 1)} |")
     return out
 
 
