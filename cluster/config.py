@@ -2,6 +2,7 @@
 
 from dataclasses import asdict, dataclass
 
+from model.memory_policy_spec import policy_spec
 from workers.tasks import ModelSpec
 
 
@@ -50,6 +51,20 @@ class RunConfig:
             d |= {"job": "pseudo_label", "segment_frames": self.pseudo_label.segment_frames,
                   "overlap": self.pseudo_label.overlap}
         return d
+
+    def makers(self, weights_sha256: str | None) -> dict:
+        """What the masks are made by: an output is resumed only with the same (_plan.json), so that all its
+        parts (and the snapshots they resume from) come from one model and memory policy. Weights by content,
+        not URL: a job's working directory (the embedded weights' home) moves between submissions."""
+        m = self.model
+        out = {"preset": m.preset, "weights_sha256": weights_sha256 or "random (seeded)",
+               "image_size": m.image_size or "the preset's", "memory_policy": policy_spec(m.policy)}
+        if self.pseudo_label is not None:  # what discovers the objects (named as jobs.pseudo_label's flags)
+            d = asdict(m.discovery)
+            auto = d.pop("auto_masks")
+            auto.pop("points_per_batch")  # bounds the decoder's memory, not the result
+            out |= d | auto
+        return out
 
     def public(self) -> dict:
         """The config as recorded in _run.json: without storage options."""

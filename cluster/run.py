@@ -32,7 +32,8 @@ class PlanMismatchError(SamstreamError):
 
     def __init__(self, url: str, key: str, old, new):
         self.url, self.key, self.old, self.new = url, key, old, new
-        what = "job" if key == "job" else "--" + key.replace("_", "-")
+        what = {"job": "job", "memory_policy": "memory policy",
+            "weights_sha256": "weights of sha256"}.get(key, "--" + key.replace("_", "-"))
         super().__init__(f"output {url} was started with {what} {old}, not {new}: resume with the same "
                          f"value or write to a new --out")
 
@@ -76,7 +77,8 @@ def run_segment(entries, config: RunConfig) -> RunSummary:
     output = RunOutput(config.out, config.storage_options)
     run_id = uuid.uuid4().hex[:8]
     with output.claim(run_id, config.claim_timeout_s, config.layout()) as claim:
-        _check_plan(output, config)
+        weights_sha256 = _sha256(config.model.checkpoint, config.storage_options or {})
+        _check_plan(output, config, weights_sha256)
         output.remove_success()  # until this run has verified the output
         streams, failures, notes = _plan(entries, config, output)
         with _interrupts_reported(streams, output.url):
@@ -94,21 +96,25 @@ def run_segment(entries, config: RunConfig) -> RunSummary:
         output.write_videos(_video_rows(entries, streams, errors, notes, tracks))
         summary = _summary(output.url, entries, streams, errors, notes, seconds, replacements, recomputed,
                            claim.took_over)
-        output.write_run_record(_run_record(config, summary))
+        output.write_run_record(_run_record(config, summary, weights_sha256))
         output.remove_state()  # snapshots are only for resuming
         output.write_success()
     return summary
 
 
-def _check_plan(output: RunOutput, config: RunConfig) -> None:
-    plan, layout = output.read_plan(), config.layout()
+def _check_plan(output: RunOutput, config: RunConfig, weights_sha256: str | None) -> None:
+    makers = config.makers(weights_sha256)
+    plan, wanted = output.read_plan(), config.layout() | makers
     if plan is None:
-        output.write_plan(layout)
+        output.write_plan(wanted)
         return
-    for key in ("job", *layout):
-        old, new = plan.get(key, "segment" if key == "job" else None), layout.get(key, config.job if key == "job" else None)
+    for key in ("job", *config.layout()):
+        old, new = plan.get(key, "segment" if key == "job" else None), wanted.get(key, config.job if key == "job" else None)
         if old != new:
             raise PlanMismatchError(output.url, key, old, new)
+    for key in makers:  # outputs begun before these were recorded resume as they did
+        if key in plan and plan[key] != wanted[key]:
+            raise PlanMismatchError(output.url, key, plan[key], wanted[key])
 
 
 def _plan(entries, config: RunConfig, output: RunOutput) -> tuple[list[StreamProgress], dict, dict]:
@@ -304,14 +310,14 @@ def _summary(url: str, entries, streams: list[StreamProgress], errors: dict, not
         stage_seconds=stages, took_over=took_over)
 
 
-def _run_record(config: RunConfig, summary: RunSummary) -> dict:
+def _run_record(config: RunConfig, summary: RunSummary, weights_sha256: str | None) -> dict:
     import av
     import pyarrow
     import ray
     import torch
     record = {k: v for k, v in asdict(summary).items() if k != "errors"}
     return {"config": config.public(), "model_preset": config.model.preset,
-            "checkpoint_sha256": _sha256(config.model.checkpoint, config.storage_options or {}),
+            "checkpoint_sha256": weights_sha256,
             "versions": {"samstream": "0.1.0", "torch": torch.__version__, "ray": ray.__version__,
                          "pyarrow": pyarrow.__version__, "av": av.__version__},
             **record, "frames_per_s": summary.frames_per_s}

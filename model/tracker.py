@@ -21,6 +21,7 @@ from .errors import PromptError, StateError
 from .memory_bank import MemoryPolicy
 from .memory_batch import build_memory_batch
 from .memory_kv import MemoryKVBuffer, TemporalKeyTable, build_memory_kv
+from .memory_policy_spec import policy_spec
 from .memory_retrieval import frame_queries, retrieve
 from .memory_write import encode_memories, new_bank, store_memory, worth_storing
 from .postprocess import fill_holes
@@ -139,6 +140,8 @@ class StreamingTracker:
             raise ValueError(f"{len(states)} states, {len(frames)} frames, {len(prompts_per_stream)} prompt lists")
         # Validate everything before touching any state: a bad input leaves every stream as it was.
         frames = [check_frame(f, s.height, s.width) for s, f in zip(states, frames)]
+        for s in states:
+            self._check_state(s)
         tasks = [t for i, (s, p) in enumerate(zip(states, prompts_per_stream)) for t in self._plan(i, s, p)]
         keyframes = [i for i, s in enumerate(states)
                      if s.discovery is not None and s.discovery.is_keyframe(s.frame_index, self.discovery.keyframe_every)]
@@ -176,6 +179,16 @@ class StreamingTracker:
         return tasks, decoded, low_res
 
     # ---- planning ---------------------------------------------------------------------------------
+    def _check_state(self, state: TrackerState) -> None:
+        """A state (a snapshot's) steps only on the model and memory policy that made it: its banks are laid out
+        for that policy, its memories are that model's."""
+        if state.model_name != self.cfg.name:
+            raise StateError(f"stream state was made by model {state.model_name!r}, this tracker runs "
+                             f"{self.cfg.name!r}")
+        if state.policy != self.policy:
+            raise StateError(f"stream state was made with memory policy {policy_spec(state.policy)}, this "
+                             f"tracker keeps {policy_spec(self.policy)}")
+
     def _plan(self, stream: int, state: TrackerState, prompts: Sequence[Prompt]) -> list[_Task]:
         by_object: dict[int, ModelPrompt] = {}
         for p in prompts:

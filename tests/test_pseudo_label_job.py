@@ -212,3 +212,17 @@ def test_resuming_a_segment_output_as_pseudo_labels_is_refused(tmp_path, ray_clu
     assert run(manifest, str(tmp_path / "out"), chunk_frames=CHUNK).videos_ok == 1
     proc = job(manifest, tmp_path / "out", ray_cluster["address"])
     assert proc.returncode == 1 and "was started with job segment, not pseudo_label" in proc.stderr, proc.stderr
+
+
+def test_resuming_with_other_discovery_settings_is_refused(tmp_path, ray_cluster):
+    """Discovery decides which tracks a segment has: an output's segments must all be discovered alike."""
+    from tests.corpus import make_corpus
+    manifest = make_corpus(tmp_path, [8])
+    first = job(manifest, tmp_path / "out", ray_cluster["address"])
+    assert first.returncode == 0, first.stderr
+    for extra, words in ((["--keyframe-every", "8"], "started with --keyframe-every 16, not 8"),
+                         (["--pred-iou-thresh", "0.5"], "started with --pred-iou-thresh None, not 0.5")):
+        again = job(manifest, tmp_path / "out", ray_cluster["address"], *extra)
+        assert again.returncode == 1 and words in again.stderr, (extra, again.stderr)
+    same = job(manifest, tmp_path / "out", ray_cluster["address"], "--points-per-batch", "16")
+    assert same.returncode == 0, same.stderr  # batching changes no result: resumed

@@ -218,13 +218,26 @@ def test_malformed_manifest_exits_1_naming_the_row(tmp_path):
         assert proc.returncode == 1 and (bad[0] != "--preset" or "sam3-huge" in proc.stderr), (bad, proc.stderr)
 
 
-def test_resuming_with_another_chunk_size_is_refused(tmp_path, ray_cluster):
+def test_resuming_with_another_chunk_size_model_or_memory_policy_is_refused(tmp_path, ray_cluster):
+    """Parts are named by chunk; and all of an output's masks (and the snapshots a resume starts from) must come
+    from one model and memory policy. A refused rerun leaves the output as it was."""
     manifest = make_corpus(tmp_path, [10])
-    cmd = [sys.executable, "-m", "jobs.segment", "--manifest", str(manifest), "--out", str(tmp_path / "out"),
-           "--no-progress", "--address", ray_cluster["address"]]
-    assert subprocess.run(cmd + ["--chunk-frames", "4"], cwd=REPO, capture_output=True, timeout=300).returncode == 0
-    again = subprocess.run(cmd + ["--chunk-frames", "5"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 1 and "started with --chunk-frames 4, not 5" in again.stderr, again.stderr
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "jobs.segment", "--manifest", str(manifest), "--out", str(out),
+           "--no-progress", "--address", ray_cluster["address"], "--chunk-frames", "4"]
+    assert subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=300).returncode == 0
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and "_claim" not in p.parts}
+    sha = json.loads((out / "_run.json").read_text())["checkpoint_sha256"]
+    for extra, words in ((["--chunk-frames", "5"], "started with --chunk-frames 4, not 5"),
+                         (["--num-recent", "8"], "started with memory policy default, not num_recent=8"),
+                         (["--int8-memory"], "started with memory policy default, not int8=true"),
+                         (["--checkpoint", "random"], f"started with weights of sha256 {sha}, not random")):
+        again = subprocess.run(cmd + extra, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 1 and words in again.stderr, (extra, again.stderr)
+    after = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and "_claim" not in p.parts}
+    assert after == before and (out / "_SUCCESS").exists()
+    same = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert same.returncode == 0 and '"chunks_skipped": 3' in same.stdout, same.stdout + same.stderr
 
 
 def test_times_are_presentation_times_and_prompts_are_checked_once(tmp_path, ray_cluster):
