@@ -1,14 +1,17 @@
-"""benchmarks.memory_policies: the policy spec parser and a tiny end-to-end scoring run on the stress set."""
+"""benchmarks.memory_policies: the policy spec parser and a tiny end-to-end scoring run on the stress set;
+benchmarks.occlusion_phases: its phases and tallies."""
 
 import argparse
 import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 
 from benchmarks.memory_policies import (PolicySpecError, markdown, parse_policy_spec, parse_rows, score_policies,
                                         write_json)
+from benchmarks.occlusion_phases import PhaseTally, phases_of
 from model import MemoryPolicy, embedded_checkpoint, load_model
 
 
@@ -76,3 +79,27 @@ def test_a_tiny_run_scores_every_row(tmp_path):
     write_json(tmp_path / "out.json", records, args)
     rows = json.loads((tmp_path / "out.json").read_text())["rows"]
     assert [r["name"] for r in rows] == ["default", "short"] and not math.isnan(rows[0]["jf"])
+
+
+def test_occlusion_phases_split_an_objects_track_at_its_hides_and_returns():
+    visible = np.array([0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1], dtype=bool)
+    got = phases_of(visible, start=1, min_hidden=3)
+    assert got[:2] == [None, None]  # before the prompt, and the prompted frame itself
+    assert got[2:4] == ["before"] * 2 and got[4:7] == ["hidden"] * 3
+    assert got[7:12] == ["return"] * 5 and got[12:14] == ["after"] * 2
+    assert got[14] == "hidden" and got[15:] == ["after"] * 2  # a 1-frame hide is no return
+
+
+def test_occlusion_phases_count_empty_and_elsewhere_predictions():
+    truth = np.zeros((8, 8), bool)
+    truth[:4, :4] = True
+    on, off, half = truth.copy(), np.roll(truth, 4, axis=1), truth | np.roll(truth, 4, axis=0)
+    tally = PhaseTally()
+    for pred in (on, off, half, np.zeros_like(truth)):
+        tally.add("before", pred, truth)
+    tally.add("hidden", off, np.zeros_like(truth))
+    s = tally.summary()
+    assert s["before"]["frames"] == 4 and s["before"]["J"] == pytest.approx((1 + 0 + 0.5 + 0) / 4)
+    assert s["before"]["empty"] == 0.25 and s["before"]["elsewhere"] == 0.25  # half out is not "mostly"
+    assert s["hidden"] == {"frames": 1, "J": s["hidden"]["J"], "empty": 0.0, "elsewhere": 1.0}
+    assert math.isnan(s["return"]["J"]) and s["return"]["frames"] == 0
