@@ -112,9 +112,9 @@ class ObjectMemory:
             "cond": store(policy.max_cond, mem_shape), "key": store(policy.num_keyframes, coarse),
             "pool": store(policy.retrieval_pool, coarse), "recent": store(policy.fine_recent, mem_shape),
             "recent_coarse": store(policy.num_recent - policy.fine_recent, coarse),
-            "cond_ptrs": store(policy.max_cond, (ptr_dim,), torch.float32, False),
-            "ptrs": store(num_ptrs, (ptr_dim,), torch.float32, False),
-            "pool_desc": store(policy.retrieval_pool, (Cm,), torch.float32, False),
+            "cond_ptrs": store(policy.max_cond, (ptr_dim,), torch.float32),  # int8: one scale per vector
+            "ptrs": store(num_ptrs, (ptr_dim,), torch.float32),
+            "pool_desc": store(policy.retrieval_pool, (Cm,), torch.float32),
         })
 
     # ---- writing ------------------------------------------------------------------------------------

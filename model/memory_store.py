@@ -5,8 +5,9 @@ of these. A store starts empty and grows, doubling, to its capacity as frames ar
 holds one prompted-frame slot, not 16); once full it only overwrites its oldest slot, so a long video makes
 no allocation per frame. `preallocate` gives every slot up front instead (static shapes for compile).
 
-With int8 storage each item is kept as int8 with one float32 scale per channel (its first dimension): the
-channel's largest magnitude maps to 127. Reading dequantises to the store's compute dtype.
+With int8 storage each item is kept as int8 with one float32 scale per channel (its first dimension; a vector,
+an object pointer, is one channel): the channel's largest magnitude maps to 127. Reading dequantises to the
+store's compute dtype.
 """
 
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ class SlotStore:
               int8: bool = False, preallocate: bool = False) -> "SlotStore":
         n = capacity if preallocate else 0
         data = torch.zeros(n, *item_shape, dtype=torch.int8 if int8 else dtype, device=device)
-        scales = torch.zeros(n, item_shape[0], dtype=torch.float32, device=device) if int8 else None
+        scales = torch.zeros(n, _channels(item_shape), dtype=torch.float32, device=device) if int8 else None
         return cls(capacity, [-1] * n, data, scales, dtype)
 
     @property
@@ -89,9 +90,15 @@ class SlotStore:
         self.frames = self.frames + [-1] * extra
 
 
+def _channels(item_shape: tuple[int, ...]) -> int:
+    """Scales per item: one per channel (the first dimension) of a grid, one for a vector."""
+    return item_shape[0] if len(item_shape) > 1 else 1
+
+
 def quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x (C, ...) -> int8 values (C, ...) and float32 scales (C,): symmetric, per channel (first dim)."""
-    flat = x.detach().float().flatten(1)  # (C, rest)
+    """x (C, ...) -> int8 values (C, ...) and float32 scales (C,): symmetric, per channel (first dim); a
+    vector (D,) is one channel: scales (1,)."""
+    flat = x.detach().float().reshape(_channels(tuple(x.shape)), -1)  # (C, rest)
     scale = flat.abs().amax(dim=1).clamp_min(1e-12) / 127.0  # (C,)
     q = torch.round(flat / scale[:, None]).clamp_(-127, 127).to(torch.int8)
     return q.view(x.shape), scale

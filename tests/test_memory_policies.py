@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import MemoryPolicy, StreamingTracker, TrackerState, load_model
+from model import MemoryPolicy, StateError, StreamingTracker, TrackerState, load_model
 from model.memory_bank import ObjectMemory
 from model.memory_kv import project_memories
+from model.memory_policy_spec import policy_spec
 from model.memory_retrieval import frame_queries, memory_keys, relevance, retrieve, top_k
 from model.memory_store import SlotStore, dequantize, quantize
 from model.rope import axial_rope_angles
@@ -73,6 +74,21 @@ def test_snapshots_round_trip_bit_exactly_and_resume_to_identical_masks(tiny_mod
         assert torch.equal(again[t], logits[t]), f"{name}: frame {t} differs after resuming"
 
 
+def test_a_snapshot_resumes_only_under_the_policy_and_model_that_made_it(tiny_model):
+    """A bank laid out for one policy must not be read under another (it would run, silently wrong)."""
+    frames = moving_shapes(12, H, W, seed=6)
+    _, _, _, snapshot = run(tiny_model, POLICIES["default"], frames, snapshot_at=10)
+    for name in ("retrieval", "coarse", "int8"):
+        state = TrackerState.from_bytes(snapshot)
+        with pytest.raises(StateError, match=f"memory policy default, this tracker keeps {policy_spec(POLICIES[name])}"):
+            StreamingTracker(tiny_model, POLICIES[name]).step(state, frames[10])
+        assert state.frame_index == 10 and state.to_bytes() == snapshot  # refused before anything changed
+    state = TrackerState.from_bytes(snapshot)
+    state.model_name = "sam2.1-tiny"  # what a snapshot of another preset (same memory shapes) would say
+    with pytest.raises(StateError, match="made by model 'sam2.1-tiny', this tracker runs 'synthetic-tiny'"):
+        StreamingTracker(tiny_model).step(state, frames[10])
+
+
 def test_policies_other_than_the_default_change_the_masks(tiny_model):
     frames = moving_shapes(60, H, W, seed=6)
     default, _, _, _ = run(tiny_model, POLICIES["default"], frames)
@@ -116,16 +132,19 @@ def test_int8_round_trip_is_within_half_a_step_per_channel():
     assert q.dtype == torch.int8 and scale.shape == (8,)
     err = (dequantize(q, scale, torch.float32) - x).abs().amax(dim=(1, 2))
     assert (err <= scale / 2 + 1e-6).all()
+    ptr = torch.randn(256) * 3  # an object pointer: one scale for the vector
+    q, scale = quantize(ptr)
+    assert q.shape == (256,) and scale.shape == (1,) and q.abs().max() == 127
+    assert ((dequantize(q, scale, torch.float32) - ptr).abs() <= scale / 2 + 1e-6).all()
 
 
-def test_int8_bank_holds_a_quarter_of_float32_and_about_half_of_bf16():
+def test_int8_bank_holds_about_half_of_bf16_pointers_included():
     shape, dev = (64, 16, 16), torch.device("cpu")
-    sizes = {}
-    for int8 in (False, True):
-        bank = ObjectMemory.allocate(1, 0, MemoryPolicy(int8=int8), 15, shape, 256, dev, preallocate=True)
-        sizes[int8] = sum(bank.stores[n].data.numel() * bank.stores[n].data.element_size() for n in ("cond", "recent"))
-        sizes[int8] += sum(bank.stores[n].scales.numel() * 4 for n in ("cond", "recent") if int8)
+    banks = {int8: ObjectMemory.allocate(1, 0, MemoryPolicy(int8=int8, retrieval_pool=4, retrieval_topk=1), 15,
+                                         shape, 256, dev, preallocate=True) for int8 in (False, True)}
+    sizes = {k: sum(t.nbytes for t in b.tensors().values()) for k, b in banks.items()}
     assert sizes[True] / sizes[False] < 0.51
+    assert all(banks[True].stores[n].data.dtype == torch.int8 for n in banks[True].stores)  # pointers, summaries too
 
 
 # ---- coarse storage -------------------------------------------------------------------------------------
