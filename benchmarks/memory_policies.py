@@ -127,22 +127,33 @@ def write_json(path: Path, records: list[PolicyRecord], args) -> None:
     path.write_text(json.dumps({"options": options, "preset": PRESET, "rows": rows}, indent=1))
 
 
+def add_stress_set_args(ap: argparse.ArgumentParser, videos: int, image_size: int) -> None:
+    """Which stress-set videos a benchmark tracks, and what counts as a return."""
+    ap.add_argument("--videos", type=int, default=videos)
+    ap.add_argument("--frames", type=int, default=600)
+    ap.add_argument("--image-size", type=int, default=image_size,
+                    help="the videos' size (px); the model runs at its own")
+    ap.add_argument("--min-hidden", type=int, default=31, help="a return counts after this many hidden frames")
+
+
+def parse_stress_set_args(ap: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    args = ap.parse_args(argv)
+    for name in ("videos", "frames", "image_size", "min_hidden"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    return args
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.memory_policies", description=__doc__.split("\n")[0])
     ap.add_argument("--row", action="append", default=[], metavar="NAME=SPEC",
                     help="a row: NAME=comma list of MemoryPolicy field=value, or NAME=default (repeatable)")
     ap.add_argument("--table", action="append", default=[], choices=sorted(TABLES),
                     help="a preset list of rows: recent = num_recent 4, 6 (the default), 8, 12, 16, 32")
-    ap.add_argument("--videos", type=int, default=8)
-    ap.add_argument("--frames", type=int, default=600)
-    ap.add_argument("--image-size", type=int, default=256, help="the videos' size (px); the model runs at its own")
-    ap.add_argument("--min-hidden", type=int, default=31, help="a return counts after this many hidden frames")
+    add_stress_set_args(ap, videos=8, image_size=256)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--out", type=Path, default=Path("out/memory_policies.json"))
-    args = ap.parse_args(argv)
-    for name in ("videos", "frames", "image_size", "min_hidden"):
-        if getattr(args, name) < 1:
-            ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    args = parse_stress_set_args(ap, argv)
     try:
         policies = parse_rows(args.row, args.table)
     except PolicySpecError as e:

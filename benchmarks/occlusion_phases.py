@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.memory_policies import PRESET, parse_rows
+from benchmarks.memory_policies import PRESET, add_stress_set_args, parse_rows, parse_stress_set_args
 from model import Prompt, StreamingTracker, load_model, resolve_checkpoint
 from model.memory_policy_spec import PolicySpecError
 from model.metrics import frame_scores
@@ -95,15 +95,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.occlusion_phases", description=__doc__.split("\n")[0])
     ap.add_argument("--row", action="append", default=[], metavar="NAME=SPEC",
                     help="a row: NAME=comma list of MemoryPolicy field=value, or NAME=default (repeatable)")
-    ap.add_argument("--videos", type=int, default=6)
-    ap.add_argument("--frames", type=int, default=600)
-    ap.add_argument("--image-size", type=int, default=128, help="the videos' size (px); the model runs at its own")
-    ap.add_argument("--min-hidden", type=int, default=31, help="a return counts after this many hidden frames")
+    add_stress_set_args(ap, videos=6, image_size=128)
     ap.add_argument("--out", type=Path, default=Path("out/occlusion_phases.json"))
-    args = ap.parse_args(argv)
-    for name in ("videos", "frames", "image_size", "min_hidden"):
-        if getattr(args, name) < 1:
-            ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    args = parse_stress_set_args(ap, argv)
     try:
         policies = parse_rows(args.row or ["default=default"], [])
     except PolicySpecError as e:

@@ -109,7 +109,8 @@ def _check_plan(output: RunOutput, config: RunConfig, weights_sha256: str | None
         output.write_plan(wanted)
         return
     for key in ("job", *config.layout()):
-        old, new = plan.get(key, "segment" if key == "job" else None), wanted.get(key, config.job if key == "job" else None)
+        old = plan.get(key, "segment" if key == "job" else None)
+        new = wanted.get(key, config.job if key == "job" else None)
         if old != new:
             raise PlanMismatchError(output.url, key, old, new)
     for key in makers:  # outputs begun before these were recorded resume as they did

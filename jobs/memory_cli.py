@@ -33,7 +33,7 @@ def add_memory_args(ap: argparse.ArgumentParser, segment: bool) -> None:
                    help="hierarchical storage: only the newest this many recent frames at full resolution, older "
                         "memories (and keyframes, the pool) at half (default 0: all full)")
     g.add_argument("--int8-memory", action="store_true",
-                   help="keep memories and their cached keys/values in int8 with per-channel scales")
+                   help="keep memories, object pointers and cached keys/values in int8 with per-channel scales")
 
 
 def policy_from_args(args: argparse.Namespace) -> MemoryPolicy:

@@ -46,7 +46,7 @@ class MemoryPolicy:
     # recent frames, keyframes and the pool are kept 2x2 average-pooled (a quarter of the bytes and tokens).
     # 0: everything at full resolution (the reference).
     coarse_after: int = 0
-    int8: bool = False  # spatial memories (and cached keys/values) in int8 with per-channel scales
+    int8: bool = False  # memories, pointers (and cached keys/values) in int8 with per-channel scales
 
     def __post_init__(self):
         _check(0 <= self.num_recent <= 32, "num_recent must be in 0..32", self.num_recent)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from jobs.benchmark.reference import build_reference, reference_unavailable
+from jobs.benchmark.reference import build_reference, prompt_reference, reference_unavailable
 from jobs.benchmark.scene import first_prompts, object_masks, read_jpegs, render_frame, write_jpegs
 from model import StreamingTracker, load_model
 
@@ -45,11 +45,7 @@ def reference_masks(predictor, folder: str, prompts) -> dict[int, list[np.ndarra
     out: dict[int, list[np.ndarray]] = {}
     with torch.inference_mode(), autocast:
         state = predictor.init_state(folder)
-        for p in prompts:
-            if p.mask is not None:
-                predictor.add_new_mask(state, 0, p.object_id, torch.as_tensor(p.mask))
-            else:
-                predictor.add_new_points_or_box(state, 0, p.object_id, points=p.points, labels=p.labels, box=p.box)
+        prompt_reference(predictor, state, 0, prompts)
         for _, ids, logits in predictor.propagate_in_video(state):
             for i, oid in enumerate(ids):
                 out.setdefault(oid, []).append((logits[i, 0] > 0).cpu().numpy())

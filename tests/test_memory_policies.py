@@ -80,7 +80,8 @@ def test_a_snapshot_resumes_only_under_the_policy_and_model_that_made_it(tiny_mo
     _, _, _, snapshot = run(tiny_model, POLICIES["default"], frames, snapshot_at=10)
     for name in ("retrieval", "coarse", "int8"):
         state = TrackerState.from_bytes(snapshot)
-        with pytest.raises(StateError, match=f"memory policy default, this tracker keeps {policy_spec(POLICIES[name])}"):
+        refused = f"memory policy default, this tracker keeps {policy_spec(POLICIES[name])}"
+        with pytest.raises(StateError, match=refused):
             StreamingTracker(tiny_model, POLICIES[name]).step(state, frames[10])
         assert state.frame_index == 10 and state.to_bytes() == snapshot  # refused before anything changed
     state = TrackerState.from_bytes(snapshot)

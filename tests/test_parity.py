@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from jobs.benchmark.reference import build_reference
+from jobs.benchmark.reference import build_reference, prompt_reference
 from model import Prompt, StreamingTracker, load_model
 from tests.videos import moving_shapes, shape_masks
 
@@ -46,11 +46,7 @@ def reference_run(predictor, video_dir: str, prompts: list[Prompt], start: int =
             out[(frame, oid)] = logits[i, 0].float().clone()
 
     state = predictor.init_state(video_dir)
-    for p in prompts:
-        if p.mask is not None:
-            predictor.add_new_mask(state, start, p.object_id, torch.as_tensor(p.mask))
-        else:
-            predictor.add_new_points_or_box(state, start, p.object_id, points=p.points, labels=p.labels, box=p.box)
+    prompt_reference(predictor, state, start, prompts)
     for frame, ids, logits in predictor.propagate_in_video(state, start_frame_idx=start):
         record(frame, ids, logits)
     if correction is not None:
@@ -131,11 +127,7 @@ def test_parity_with_reference(preset, video):
 def presence(predictor, tracker, video_dir: str, frames, prompts: list[Prompt]):
     """{(frame, object): (reference, ours)} probability that the object is present, on every tracked frame."""
     state = predictor.init_state(video_dir)
-    for p in prompts:
-        if p.mask is not None:
-            predictor.add_new_mask(state, 0, p.object_id, torch.as_tensor(p.mask))
-        else:
-            predictor.add_new_points_or_box(state, 0, p.object_id, points=p.points, labels=p.labels, box=p.box)
+    prompt_reference(predictor, state, 0, prompts)
     for _ in predictor.propagate_in_video(state):
         pass
     ref = {(t, oid): torch.sigmoid(out["object_score_logits"].float()).reshape(())

@@ -114,17 +114,22 @@ def run_reference(predictor, folder: str, prompts: Sequence[Prompt], device: tor
         state = predictor.init_state(folder)
         sync(device)
         init = time.perf_counter() - start
-        for p in prompts:
-            if p.mask is not None:
-                predictor.add_new_mask(state, 0, p.object_id, torch.as_tensor(p.mask))
-            else:
-                predictor.add_new_points_or_box(state, 0, p.object_id, points=p.points, labels=p.labels, box=p.box)
+        prompt_reference(predictor, state, 0, prompts)
         frames = 0
         for _, _, masks in predictor.propagate_in_video(state):
             (masks > 0).cpu()
             frames += 1
         sync(device)
     return frames, time.perf_counter() - start, init
+
+
+def prompt_reference(predictor, state, frame: int, prompts: Sequence[Prompt]) -> None:
+    """Our prompts, given to the reference's inference state on `frame` (masks, else clicks and boxes)."""
+    for p in prompts:
+        if p.mask is not None:
+            predictor.add_new_mask(state, frame, p.object_id, torch.as_tensor(p.mask))
+        else:
+            predictor.add_new_points_or_box(state, frame, p.object_id, points=p.points, labels=p.labels, box=p.box)
 
 
 @contextlib.contextmanager
