@@ -87,6 +87,10 @@ def run_segment(entries, config: RunConfig) -> RunSummary:
             tracks = _finish_pseudo_labels(streams, config, output)
             seconds = time.time() - started
         errors = dict(failures) | {s.plan.entry.video_id: s.error for s in streams if s.error}
+        for s in streams:  # a snapshot that could not be resumed (the masks are whole: recomputed before it)
+            if s.notes:
+                vid = s.plan.entry.video_id
+                notes[vid] = "; ".join(([notes[vid]] if vid in notes else []) + s.notes)
         claim.check()  # a run whose claim was taken over must not write the records
         for vid in errors:  # a failed video leaves no partial masklets behind
             output.remove_video(vid)

@@ -42,6 +42,7 @@ class StreamProgress:
     retry_at: float = 0.0  # time.monotonic() before which the current chunk is not tried again
     seconds: dict = field(default_factory=dict)
     peak_rss_mb: float = 0.0  # largest peak RSS reported by an actor running this stream
+    notes: list = field(default_factory=list)  # what the user should know (a snapshot that was not resumed)
 
     def __post_init__(self):
         if self.stop < 0:
@@ -220,6 +221,11 @@ class Scheduler:
                 stream.seconds[k] = stream.seconds.get(k, 0.0) + v
             if self.progress is not None:
                 self.progress.update(report.frames)
+            return
+        if report.bad_snapshot:  # not an attempt: each such restart begins strictly earlier, down to chunk 0
+            stream.next_chunk = restart_chunk(stream.plan, self.output, report.chunk - 1)
+            stream.notes.append(f"snapshot before chunk {report.chunk} not resumed ({report.error}): recomputed "
+                                f"from chunk {stream.next_chunk}")
             return
         stream.attempts += 1
         if not report.retryable or stream.attempts > self.config.max_retries:

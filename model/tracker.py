@@ -141,7 +141,7 @@ class StreamingTracker:
         # Validate everything before touching any state: a bad input leaves every stream as it was.
         frames = [check_frame(f, s.height, s.width) for s, f in zip(states, frames)]
         for s in states:
-            self._check_state(s)
+            self.check_state(s)
         tasks = [t for i, (s, p) in enumerate(zip(states, prompts_per_stream)) for t in self._plan(i, s, p)]
         keyframes = [i for i, s in enumerate(states)
                      if s.discovery is not None and s.discovery.is_keyframe(s.frame_index, self.discovery.keyframe_every)]
@@ -179,7 +179,7 @@ class StreamingTracker:
         return tasks, decoded, low_res
 
     # ---- planning ---------------------------------------------------------------------------------
-    def _check_state(self, state: TrackerState) -> None:
+    def check_state(self, state: TrackerState) -> None:
         """A state (a snapshot's) steps only on the model and memory policy that made it: its banks are laid out
         for that policy, its memories are that model's."""
         if state.model_name != self.cfg.name:

@@ -16,10 +16,11 @@ import pyarrow.dataset as ds
 import pytest
 import s3fs
 
-from model import embedded_checkpoint
-from tests.corpus import REPO, make_corpus, sorted_table
+from model import MemoryPolicy, StreamingTracker, embedded_checkpoint, load_model
+from tests.corpus import H, REPO, W, make_corpus, sorted_table
 from tests.corpus import run as run_any
 from tests.fault_proxy import FaultProxy, FaultRule
+from workers.output import RunOutput
 
 
 def run(manifest, out: str, **kw):
@@ -159,6 +160,28 @@ def test_parts_lost_after_a_run_are_recomputed(tmp_path, corpus):
     assert summary.videos_ok == 2 and summary.chunks_computed == 3 and not foreign.exists()
     assert_complete(out, calm)
     assert (out / "_SUCCESS").exists()
+
+
+@pytest.mark.parametrize("bad", ["garbage", "another policy"])
+def test_a_snapshot_that_cannot_be_resumed_is_recomputed_not_failed(tmp_path, corpus, bad):
+    """A snapshot that reads but cannot be resumed (corrupt, of an older version, of another model or memory
+    policy) is no storage error: retrying it cannot help. The stream starts from an earlier snapshot or its
+    start instead, and the video completes, with a note."""
+    manifest, calm = corpus
+    out = tmp_path / "out"
+    shutil.copytree(calm, out)
+    (out / "_SUCCESS").unlink()
+    parts = sorted(out.glob("masklets/video_id=v0/part-*.parquet"))
+    stream = int(parts[0].name.split("-")[1])
+    parts[3].unlink()  # chunk 3 of v0 goes missing; its run would start from the snapshot after chunk 2
+    data = b"not a snapshot at all" if bad == "garbage" else StreamingTracker(
+        load_model("synthetic-tiny"), MemoryPolicy(num_recent=2)).new_stream(H, W, 18).to_bytes()
+    RunOutput(str(out)).write_snapshot(stream, 2, data)
+    summary = run(manifest, str(out), chunk_frames=6, max_retries=0)  # not even one retry is needed
+    assert summary.videos_ok == 2 and summary.chunks_computed == 4, summary  # v0 from its start: chunks 0-3
+    assert "snapshot before chunk 3 not resumed" in summary.notes["v0"] and "StateError" in summary.notes["v0"]
+    assert_complete(out, calm)
+    assert "not resumed" in videos(out / "videos.parquet")["v0"]["note"]
 
 
 def test_parts_lost_during_a_run_are_recomputed(tmp_path, corpus):

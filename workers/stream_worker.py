@@ -129,6 +129,8 @@ class StreamWorker:
             frames = iter(VideoSource(task.info, self.storage_options).frames(task.start, task.stop))
         except Exception as e:  # a video or snapshot that cannot be read fails this chunk, not the actor
             _fail(report, e)
+            # Read but not resumable (corrupt, another version, model or policy): no retry will change that.
+            report.bad_snapshot = isinstance(e, StateError) and task.chunk > 0
             return _Running(task, None, None, None, report, prompts)
         times = task.info.frame_times(task.start, task.stop)  # the range is valid: frames() checked it
         overlap = ChunkRows(task.video_id) if task.overlaps else None
@@ -145,6 +147,7 @@ class StreamWorker:
         if state.frame_index != task.start:
             raise StateError(f"snapshot of stream {task.stream} ends at frame {state.frame_index}, "
                                f"chunk {task.chunk} starts at {task.start}")
+        self.tracker.check_state(state)
         return state
 
     def _step(self, active: list[_Running], offset: int) -> None:

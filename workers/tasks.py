@@ -47,6 +47,7 @@ class ChunkReport:
     ok: bool
     error: str | None = None  # why the chunk failed, one line naming the cause
     retryable: bool = False  # a storage failure: worth running again from the last snapshot
+    bad_snapshot: bool = False  # the snapshot it started from cannot be resumed: start from an earlier one
     frames: int = 0
     rows: int = 0
     objects: int = 0
