@@ -34,8 +34,9 @@ class PlanMismatchError(SamstreamError):
         self.url, self.key, self.old, self.new = url, key, old, new
         what = {"job": "job", "memory_policy": "memory policy",
             "weights_sha256": "weights of sha256"}.get(key, "--" + key.replace("_", "-"))
-        super().__init__(f"output {url} was started with {what} {old}, not {new}: resume with the same "
-                         f"value or write to a new --out")
+        same = f"--memory-policy {old}" if key == "memory_policy" else "the same value"
+        super().__init__(f"output {url} was started with {what} {old}, not {new}: resume with {same} or write "
+                         f"to a new --out")
 
 
 class RunInterrupted(SamstreamError):

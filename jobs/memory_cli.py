@@ -4,12 +4,16 @@ benchmark)."""
 import argparse
 
 from model import MemoryPolicy
+from model.memory_policy_spec import PolicySpecError, parse_policy_spec, policy_spec
 
 
 def add_memory_args(ap: argparse.ArgumentParser, segment: bool) -> None:
     """MemoryPolicy's options as flags; `segment`: jobs.segment, whose --keyframe-every is the memory's (in
     jobs.pseudo_label that flag is its discovery keyframes')."""
     g = ap.add_argument_group("memory policy (defaults: the reference's)")
+    g.add_argument("--memory-policy", default=None, metavar="SPEC",
+                   help="the whole policy as reports and errors spell it: 'default' or MemoryPolicy field=value "
+                        "pairs, e.g. num_recent=16,int8=true (instead of the flags below)")
     g.add_argument("--num-recent", type=int, default=6, help="recent frames kept (0..32; default: %(default)s)")
     g.add_argument("--max-cond", type=int, default=16, help="prompted frames kept (default: %(default)s)")
     g.add_argument("--decay", type=float, default=0.0,
@@ -37,10 +41,19 @@ def add_memory_args(ap: argparse.ArgumentParser, segment: bool) -> None:
 
 
 def policy_from_args(args: argparse.Namespace) -> MemoryPolicy:
-    """The typed policy; a bad value raises ValueError naming it."""
+    """The typed policy, from --memory-policy or the separate flags; a bad value raises ValueError naming it."""
     try:
-        return MemoryPolicy(args.num_recent, args.max_cond, args.decay, args.store_threshold, args.num_keyframes,
-                            args.memory_keyframe_every, args.retrieval_pool, args.retrieval_topk, args.coarse_after,
-                            args.int8_memory)
+        flags = MemoryPolicy(args.num_recent, args.max_cond, args.decay, args.store_threshold, args.num_keyframes,
+                             args.memory_keyframe_every, args.retrieval_pool, args.retrieval_topk, args.coarse_after,
+                             args.int8_memory)
     except ValueError as e:
         raise ValueError(f"memory policy: {e}") from None
+    if args.memory_policy is None:
+        return flags
+    if flags != MemoryPolicy():
+        raise ValueError(f"--memory-policy {args.memory_policy!r} and the flags for {policy_spec(flags)} both set "
+                         "the memory policy: give one")
+    try:
+        return parse_policy_spec(args.memory_policy)
+    except PolicySpecError as e:
+        raise ValueError(f"--memory-policy: {e}") from None

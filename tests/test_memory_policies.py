@@ -231,6 +231,22 @@ def test_the_tracking_jobs_take_every_policy_option():
         config_from_args(parse_args(base + ["--coarse-after", "2", "--no-memory-kv-cache"]), {})
 
 
+def test_a_policy_given_as_one_spec_is_the_one_the_flags_give():
+    """--memory-policy takes the spelling reports and resume errors print (policy_spec), so it can be pasted."""
+    from jobs.segment import config_from_args, parse_args
+
+    base = ["--manifest", "m.jsonl", "--out", "/tmp/out"]
+    for policy in POLICIES.values():
+        spec = policy_spec(policy)
+        assert config_from_args(parse_args(base + ["--memory-policy", spec]), {}).model.policy == policy
+    with pytest.raises(ValueError, match="--memory-policy 'int8=true' and the flags for num_recent=8 both"):
+        config_from_args(parse_args(base + ["--memory-policy", "int8=true", "--num-recent", "8"]), {})
+    with pytest.raises(ValueError, match="unknown MemoryPolicy field 'num_recnet'"):
+        config_from_args(parse_args(base + ["--memory-policy", "num_recnet=8"]), {})
+    with pytest.raises(ValueError, match="retrieval_topk"):
+        config_from_args(parse_args(base + ["--memory-policy", "retrieval_pool=4,retrieval_topk=5"]), {})
+
+
 def test_int8_logits_stay_within_the_stated_tolerance_of_the_unquantised_bank():
     """docs/memory.md states it: on this video (the shipped weights, the tracker test's prompts), the first
     frame decoded from memory is within 0.25 of the bf16 bank's logits, and masks of the next 30 frames

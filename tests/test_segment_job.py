@@ -229,7 +229,7 @@ def test_resuming_with_another_chunk_size_model_or_memory_policy_is_refused(tmp_
     before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and "_claim" not in p.parts}
     sha = json.loads((out / "_run.json").read_text())["checkpoint_sha256"]
     for extra, words in ((["--chunk-frames", "5"], "started with --chunk-frames 4, not 5"),
-                         (["--num-recent", "8"], "started with memory policy default, not num_recent=8"),
+                         (["--num-recent", "8"], "memory policy default, not num_recent=8: resume with --memory-policy default"),
                          (["--int8-memory"], "started with memory policy default, not int8=true"),
                          (["--checkpoint", "random"], f"started with weights of sha256 {sha}, not random")):
         again = subprocess.run(cmd + extra, cwd=REPO, capture_output=True, text=True, timeout=300)
