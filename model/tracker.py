@@ -188,6 +188,11 @@ class StreamingTracker:
         if state.policy != self.policy:
             raise StateError(f"stream state was made with memory policy {policy_spec(state.policy)}, this "
                              f"tracker keeps {policy_spec(self.policy)}")
+        grid = (self.cfg.mem_dim, self.cfg.feat_size, self.cfg.feat_size)  # the same preset at another image size
+        for bank in state.objects.values():
+            if bank.stores["cond"].item_shape != grid:
+                raise StateError(f"stream state holds memories of {bank.stores['cond'].item_shape}, this tracker's "
+                                 f"model makes {grid} (another image size?)")
 
     def _plan(self, stream: int, state: TrackerState, prompts: Sequence[Prompt]) -> list[_Task]:
         by_object: dict[int, ModelPrompt] = {}

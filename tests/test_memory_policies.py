@@ -88,6 +88,9 @@ def test_a_snapshot_resumes_only_under_the_policy_and_model_that_made_it(tiny_mo
     state.model_name = "sam2.1-tiny"  # what a snapshot of another preset (same memory shapes) would say
     with pytest.raises(StateError, match="made by model 'sam2.1-tiny', this tracker runs 'synthetic-tiny'"):
         StreamingTracker(tiny_model).step(state, frames[10])
+    larger = load_model("synthetic-tiny", image_size=2 * tiny_model.cfg.image_size)  # same preset, larger grid
+    with pytest.raises(StateError, match="another image size"):
+        StreamingTracker(larger).step(TrackerState.from_bytes(snapshot), frames[10])
 
 
 def test_policies_other_than_the_default_change_the_masks(tiny_model):
