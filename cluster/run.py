@@ -32,8 +32,8 @@ class PlanMismatchError(SamstreamError):
 
     def __init__(self, url: str, key: str, old, new):
         self.url, self.key, self.old, self.new = url, key, old, new
-        what = {"job": "job", "memory_policy": "memory policy",
-            "weights_sha256": "weights of sha256"}.get(key, "--" + key.replace("_", "-"))
+        labels = {"job": "job", "memory_policy": "memory policy", "weights_sha256": "weights of sha256"}
+        what = labels.get(key, "--" + key.replace("_", "-"))
         same = f"--memory-policy {old}" if key == "memory_policy" else "the same value"
         super().__init__(f"output {url} was started with {what} {old}, not {new}: resume with {same} or write "
                          f"to a new --out")
